@@ -1,0 +1,3 @@
+from freyvae_cli.cli import main
+
+main()

@@ -1,0 +1,104 @@
+"""Checkpoints: written atomically, opened only with weights_only=True, checked before use.
+
+A checkpoint is a plain dict of tensors and Python primitives:
+  format, model, optimizer, epoch, step, config, split (train/test index tensors), data_hash,
+  history (per-epoch numbers), rng (generator states), progress (mid-epoch state or None), versions.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import zipfile
+from pathlib import Path
+
+import torch
+
+from freyvae_cli.config import LIKELIHOODS, TrainConfig
+from freyvae_cli.errors import FreyError
+from freyvae_cli.files import atomic_write
+from freyvae_cli.model import VAE
+
+FORMAT = "freyvae-checkpoint-1"
+DEFAULT_PATH = "runs/vae_final_model.pth"
+REQUIRED = ("format", "model", "epoch", "config", "split", "history")
+
+
+class CheckpointError(FreyError):
+    """The file is not a usable freyvae checkpoint."""
+
+
+def save(path: str | Path, state: dict) -> Path:
+    buffer = io.BytesIO()
+    torch.save({"format": FORMAT, **state}, buffer)
+    return atomic_write(path, lambda f: f.write(buffer.getbuffer()))
+
+
+def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """Open a checkpoint safely: no pickled code runs, and every field is checked."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {path} not found; train one with `freyvae train` or pass --checkpoint PATH")
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a folder; pass the .pth file itself")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        if "weights_only" in str(e) or "GLOBAL" in str(e) or "Unsupported" in str(e):
+            raise CheckpointError(
+                f"refused to open {path}: it holds Python objects that could run code when loaded, "
+                "which a freyvae checkpoint never does"
+            ) from None
+        raise CheckpointError(f"{path} is not a freyvae checkpoint (corrupt or truncated: {first[:80]})") from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError, IndexError,
+            TypeError, AttributeError, UnicodeDecodeError, MemoryError, OverflowError) as e:
+        raise CheckpointError(
+            f"{path} is not a freyvae checkpoint (corrupt or truncated: {type(e).__name__})"
+        ) from None
+    return validate(ckpt, path)
+
+
+def validate(ckpt: object, path: Path) -> dict:
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a freyvae checkpoint (no '{FORMAT}' marker)")
+    missing = [k for k in REQUIRED if k not in ckpt]
+    if missing:
+        raise CheckpointError(f"{path} is an incomplete checkpoint (missing {', '.join(missing)})")
+    cfg = ckpt["config"]
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("latent_dim"), int) or cfg["latent_dim"] < 1:
+        raise CheckpointError(f"{path} has no valid latent size in its config")
+    if cfg.get("likelihood") not in LIKELIHOODS:
+        raise CheckpointError(f"{path} has an unknown likelihood {cfg.get('likelihood')!r}")
+    split = ckpt["split"]
+    if not (isinstance(split, dict) and all(isinstance(split.get(k), torch.Tensor) for k in ("train", "test"))):
+        raise CheckpointError(f"{path} has no valid train/test split")
+    if not isinstance(ckpt["model"], dict):
+        raise CheckpointError(f"{path} has no model weights")
+    return ckpt
+
+
+def build_model(ckpt: dict, path: str | Path, device: str | torch.device = "cpu") -> VAE:
+    """The model a checkpoint describes, with its weights, in evaluation mode."""
+    cfg = TrainConfig.from_dict(ckpt["config"])
+    model = VAE(cfg.latent_dim, cfg.likelihood)
+    expected = model.state_dict()
+    weights = ckpt["model"]
+    if set(weights) != set(expected):
+        raise CheckpointError(f"{path}: its weights do not belong to the freyvae model (other layer names)")
+    for name, tensor in weights.items():
+        if not isinstance(tensor, torch.Tensor) or tensor.shape != expected[name].shape:
+            shape = tuple(getattr(tensor, "shape", ()))
+            raise CheckpointError(
+                f"{path}: weight {name} has shape {shape}, but a latent size of {cfg.latent_dim} "
+                f"with the {cfg.likelihood} likelihood needs {tuple(expected[name].shape)}"
+            )
+        if not torch.isfinite(tensor).all():
+            raise CheckpointError(f"{path}: weight {name} contains NaN or infinite values")
+    model.load_state_dict(weights)
+    return model.to(device).eval()
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[VAE, dict]:
+    ckpt = load(path)
+    return build_model(ckpt, path, device), ckpt

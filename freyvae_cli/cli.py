@@ -1,0 +1,658 @@
+"""The `freyvae` command: declares the subcommands and calls the package.
+
+Heavy libraries (torch, scipy, matplotlib) are imported inside the commands that need them, so
+`freyvae --help` starts at once.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from freyvae_cli import __version__, ui
+from freyvae_cli.errors import FreyError, UsageError
+
+app = typer.Typer(
+    name="freyvae",
+    help="Train a convolutional VAE on the Frey Face data and explore what it learned.\n\n"
+    "All losses are in nats per image: summed over the 560 pixels, averaged over images.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+DEFAULT_CHECKPOINT = "runs/vae_final_model.pth"
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+    mps = "mps"
+
+
+class Likelihood(str, Enum):
+    bernoulli = "bernoulli"
+    logistic = "logistic"
+    categorical = "categorical"
+
+
+class Precision(str, Enum):
+    auto = "auto"
+    fp32 = "fp32"
+    bf16 = "bf16"
+
+
+class Split(str, Enum):
+    test = "test"
+    train = "train"
+
+
+# Options shared by several commands.
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object with the results on stdout.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or messages on stderr.")]
+CheckpointOpt = Annotated[Path, typer.Option("--checkpoint", "-c", help="Trained model to use.")]
+DataOpt = Annotated[
+    Optional[Path],
+    typer.Option("--data", help="Frey Face .mat file. [default: $FREYVAE_DATA, else the file the "
+                 "model was trained on, else data/frey_rawface.mat]", show_default=False),
+]
+DeviceOpt = Annotated[Device, typer.Option("--device", help="auto picks CUDA, then MPS, then CPU.")]
+ScaleOpt = Annotated[int, typer.Option("--scale", min=1, max=32, help="Upscale each face by this factor.")]
+
+
+def command(fn):
+    """Register a subcommand whose FreyErrors become one line on stderr and an exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        ui.set_quiet(bool(kwargs.get("quiet")))
+        try:
+            return fn(*args, **kwargs)
+        except FreyError as e:
+            ui.error(str(e))
+            raise typer.Exit(e.exit_code) from None
+        except KeyboardInterrupt:
+            ui.error("interrupted")
+            raise typer.Exit(130) from None
+
+    app.command(fn.__name__)(wrapper)
+    return fn
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"freyvae {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Show the version and exit.")] = False,
+) -> None:
+    """Train a convolutional VAE on the Frey Face data and explore what it learned."""
+
+
+def _resolve_data(data: Path | None, ckpt: dict | None = None) -> Path:
+    from freyvae_cli.data import default_data_path
+
+    if data is not None:
+        return data
+    if os.environ.get("FREYVAE_DATA"):
+        return Path(os.environ["FREYVAE_DATA"])
+    if ckpt is not None and Path(ckpt["config"].get("data", "")).is_file():
+        return Path(ckpt["config"]["data"])
+    return default_data_path()
+
+
+def _load(checkpoint: Path, device: Device, data: Path | None = None, need_data: bool = True):
+    """The model, its checkpoint and (if needed) the faces it was trained on."""
+    from freyvae_cli import checkpoint as ck
+    from freyvae_cli.data import load_faces, pixel_hash
+    from freyvae_cli.train import resolve_device
+
+    dev = resolve_device(device.value)
+    model, ckpt = ck.load_model(checkpoint, dev)
+    if not need_data:
+        return model, ckpt, None
+    path = _resolve_data(data, ckpt)
+    faces = load_faces(path)
+    split = ckpt["split"]
+    if max(int(split["train"].max()), int(split["test"].max())) >= len(faces):
+        raise FreyError(f"{path} has {len(faces)} images, fewer than the data {checkpoint} was trained on; pass the same --data")
+    if ckpt.get("data_hash") and pixel_hash(faces) != ckpt["data_hash"]:
+        ui.info(f"[yellow]warning:[/] {path} differs from the data {checkpoint} was trained on")
+    return model, ckpt, faces
+
+
+def _check_out(path: Path, formats: tuple[str, ...]) -> Path:
+    from freyvae_cli.files import check_writable
+
+    return check_writable(path, formats)
+
+
+def _grid_formats() -> tuple[str, ...]:
+    from freyvae_cli.figures import GRID_FORMATS
+
+    return GRID_FORMATS
+
+
+def _plot_formats() -> tuple[str, ...]:
+    from freyvae_cli.figures import PLOT_FORMATS
+
+    return PLOT_FORMATS
+
+
+def _done(json_out: bool, payload: dict, message: str) -> None:
+    ui.info(message)
+    if json_out:
+        ui.emit_json(payload)
+
+
+# ----------------------------------------------------------------------------------------------
+@command
+def train(
+    ctx: typer.Context,
+    data: Annotated[Optional[Path], typer.Option("--data", show_default=False,
+                    help="Frey Face .mat file. [default: $FREYVAE_DATA, else data/frey_rawface.mat]")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", show_default=False,
+                   help="Folder for checkpoints, history.json and loss_curve.png. [default: runs]")] = None,
+    epochs: Annotated[int, typer.Option(min=1, help="Total epochs (with --resume too).")] = 30,
+    batch_size: Annotated[int, typer.Option(min=1)] = 32,
+    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-3,
+    latent_dim: Annotated[int, typer.Option(min=1, max=512)] = 20,
+    likelihood: Annotated[Likelihood, typer.Option(help="Pixel model p(x|z).")] = Likelihood.bernoulli,
+    beta: Annotated[float, typer.Option(min=0.0, help="Weight of the KL term in training.")] = 1.0,
+    kl_warmup: Annotated[int, typer.Option(min=0, help="Epochs over which the KL weight rises from 0 to beta.")] = 0,
+    test_fraction: Annotated[float, typer.Option(help="Share of the images held out for testing.")] = 0.2,
+    split_seed: Annotated[int, typer.Option(help="Seed of the train/test split.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the weights, shuffling and noise.")] = 0,
+    checkpoint_every: Annotated[int, typer.Option(min=0, help="Save a checkpoint every N epochs (0: never).")] = 10,
+    device: DeviceOpt = Device.auto,
+    precision: Annotated[Precision, typer.Option(help="auto: bf16 autocast where the hardware has it natively.")] = Precision.auto,
+    resume: Annotated[Optional[Path], typer.Option(help="Continue from this checkpoint.", show_default=False)] = None,
+    force: Annotated[bool, typer.Option("--force", help="Train into an --out that already holds a model.")] = False,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Train the VAE; writes checkpoints, history.json and loss_curve.png into --out."""
+    from dataclasses import fields
+
+    from freyvae_cli.config import TrainConfig
+
+    if not lr > 0:
+        raise UsageError(f"--lr must be above 0 (got {lr})")
+    if not 0 < test_fraction < 1:
+        raise UsageError(f"--test-fraction must be between 0 and 1 (got {test_fraction})")
+    explicit = {p for p in ctx.params if ctx.get_parameter_source(p).name not in ("DEFAULT", "DEFAULT_MAP")}
+    cfg = TrainConfig()
+    resume_ckpt = None
+    if resume is not None:
+        from freyvae_cli import checkpoint as ck
+
+        resume_ckpt = ck.load(resume)
+        cfg = TrainConfig.from_dict(resume_ckpt["config"])
+        out = out if out is not None else resume.parent
+    for f in fields(TrainConfig):
+        if f.name in explicit or resume is None:
+            value = ctx.params[f.name] if f.name in ctx.params else getattr(cfg, f.name)
+            value = value.value if isinstance(value, Enum) else value
+            setattr(cfg, f.name, getattr(cfg, f.name) if value is None else value)
+    cfg.data = str(data) if data is not None else (cfg.data if resume else str(_resolve_data(None)))
+    cfg.out = str(out if out is not None else Path("runs"))
+    cfg.epochs = epochs if ("epochs" in explicit or resume is None) else max(cfg.epochs, resume_ckpt["epoch"])
+    _train(cfg, explicit, resume, resume_ckpt, force, json_out, quiet)
+
+
+def _train(cfg, explicit: set[str], resume: Path | None, resume_ckpt: dict | None,
+           force: bool, json_out: bool, quiet: bool) -> None:
+    from freyvae_cli import data as fdata
+    from freyvae_cli.files import check_writable
+    from freyvae_cli.train import FINAL_NAME, check_resume
+
+    out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise FreyError(f"--out {out} is a file; give a folder")
+    check_writable(out / FINAL_NAME)
+    existing = sorted(p.name for p in out.glob("*.pth")) if out.is_dir() else []
+    if existing and resume is None and not force:
+        raise FreyError(
+            f"{out} already holds a trained run ({', '.join(existing[:3])}); pass --resume {out / existing[-1]} "
+            f"to continue it, --force to train over it, or --out for a new folder"
+        )
+    path = Path(cfg.data)
+    if not path.exists() and resume is None:
+        if sys.stdin.isatty() and sys.stderr.isatty() and not quiet and not json_out:
+            if typer.confirm(f"{path} not found. Download it from {fdata.URL}?", err=True):
+                fdata.download(path)
+    faces = fdata.load_faces(path)
+    data_hash = fdata.pixel_hash(faces)
+    if resume_ckpt is not None:
+        if resume_ckpt.get("data_hash") != data_hash:
+            raise UsageError(f"cannot resume {resume}: {path} is not the data it was trained on "
+                             "(pixel hash differs); pass the same --data")
+        check_resume(resume_ckpt["config"], cfg, explicit, resume)
+        if resume_ckpt["epoch"] >= cfg.epochs and not resume_ckpt.get("progress"):
+            raise UsageError(f"{resume} has already trained {resume_ckpt['epoch']} epochs; "
+                             f"pass --epochs above {resume_ckpt['epoch']} (the total)")
+    from freyvae_cli.train import train as run_training
+
+    reporter = ui.TrainProgress()
+    try:
+        result = run_training(cfg, faces, data_hash, reporter, resume_ckpt)
+    finally:
+        reporter.close()
+    if result.final_path is None:
+        saved = result.saved[-1]
+        ui.error(f"interrupted; the run is saved in {saved}. Resume it with: "
+                 f"freyvae train --resume {saved} --epochs {cfg.epochs}")
+        if json_out:
+            ui.emit_json({"interrupted": True, "checkpoint": str(saved), "epochs": len(result.history)})
+        raise typer.Exit(128 + result.interrupted)
+    last = result.history[-1]
+    payload = {
+        "train_loss": last["train_loss"], "test_loss": last["test_loss"],
+        "test_reconstruction": last["test_reconstruction"], "test_kl": last["test_kl"],
+        "units": "nats per image", "epochs": last["epoch"], "seconds": round(result.seconds, 3),
+        "checkpoint": str(result.final_path), "history": str(out / "history.json"),
+        "loss_curve": str(out / "loss_curve.png"), "out": str(out),
+    }
+    _done(json_out, payload,
+          f"done: test loss {last['test_loss']:.2f} nats per image after {last['epoch']} epochs "
+          f"({result.seconds:.1f}s); model in {result.final_path}")
+
+
+@command
+def download(
+    to: Annotated[Optional[Path], typer.Option("--to", help="Where to save it. [default: $FREYVAE_DATA, "
+                                               "else data/frey_rawface.mat]", show_default=False)] = None,
+    url: Annotated[Optional[str], typer.Option(help="Download from another address (a mirror).",
+                                               show_default=False)] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace a file that is already there.")] = False,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Download frey_rawface.mat from Sam Roweis' data page, check it, save it atomically."""
+    from freyvae_cli import data as fdata
+    from freyvae_cli.files import check_writable
+
+    dest = check_writable(to or fdata.default_data_path())
+    url = url or fdata.URL
+    if dest.exists() and not force:
+        faces = fdata.load_faces(dest)
+        _done(json_out, {"path": str(dest), "images": len(faces), "downloaded": False,
+                         "pixel_hash": fdata.pixel_hash(faces)},
+              f"{dest} is already there and valid ({len(faces)} faces); --force downloads it again")
+        return
+    with ui.task_progress(f"downloading {url}", total=1) as advance:
+        faces = fdata.download(dest, url)
+        advance()
+    _done(json_out, {"path": str(dest), "images": len(faces), "downloaded": True,
+                     "pixel_hash": fdata.pixel_hash(faces)},
+          f"saved {dest}: {len(faces)} faces of 28x20")
+
+
+@command
+def reconstruct(
+    checkpoint: CheckpointOpt = Path(DEFAULT_CHECKPOINT),
+    data: DataOpt = None,
+    out: Annotated[Path, typer.Option("--out", "-o")] = Path("reconstructions.png"),
+    n: Annotated[int, typer.Option("-n", min=1, max=500, help="Number of images.")] = 10,
+    split: Annotated[Split, typer.Option(help="Which images to use.")] = Split.test,
+    scale: ScaleOpt = 4,
+    device: DeviceOpt = Device.auto,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Originals above, their reconstructions (through the posterior mean) below."""
+    from freyvae_cli import explore, figures
+
+    _check_out(out, _grid_formats())
+    model, ckpt, faces = _load(checkpoint, device, data)
+    x, frames = explore.split_images(ckpt, faces, split.value)
+    n_used = min(n, len(x))
+    originals, recons = explore.reconstruct(model, x[:n_used])
+    per_row = 10
+    rows = [r for a, b in zip(figures.chunk(originals, per_row), figures.chunk(recons, per_row)) for r in (a, b)]
+    figures.save_image(figures.face_grid(rows, scale=scale), out)
+    _done(json_out, {"out": str(out), "n": n_used, "split": split.value, "frames": frames[:n_used].tolist()},
+          f"wrote {out}: {n_used} {split.value} images (rows of originals above their reconstructions)")
+
+
+@command
+def sample(
+    checkpoint: CheckpointOpt = Path(DEFAULT_CHECKPOINT),
+    out: Annotated[Path, typer.Option("--out", "-o")] = Path("generated_samples.png"),
+    n: Annotated[int, typer.Option("-n", min=1, max=10000, help="Number of faces.")] = 10,
+    seed: Annotated[int, typer.Option(help="Seed of the prior draws.")] = 0,
+    cols: Annotated[int, typer.Option(min=1, help="Faces per row.")] = 10,
+    scale: ScaleOpt = 4,
+    device: DeviceOpt = Device.auto,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """New faces: decode z drawn from the prior N(0, I)."""
+    from freyvae_cli import explore, figures
+
+    _check_out(out, _grid_formats())
+    model, _, _ = _load(checkpoint, device, need_data=False)
+    faces = explore.sample(model, n, seed)
+    figures.save_image(figures.face_grid(figures.chunk(faces, cols), scale=scale), out)
+    _done(json_out, {"out": str(out), "n": n, "seed": seed}, f"wrote {out}: {n} faces sampled from the prior")
+
+
+@command
+def traverse(
+    checkpoint: CheckpointOpt = Path(DEFAULT_CHECKPOINT),
+    data: DataOpt = None,
+    out: Annotated[Path, typer.Option("--out", "-o")] = Path("latent_variations.png"),
+    dim: Annotated[Optional[list[int]], typer.Option("--dim", show_default=False,
+                   help="Dimension to vary (0-based, repeatable). [default: the six with most KL]")] = None,
+    steps: Annotated[int, typer.Option(min=2, max=100)] = 10,
+    span: Annotated[float, typer.Option("--range", help="Vary each dimension from -RANGE to +RANGE.")] = 3.0,
+    face: Annotated[int, typer.Option(min=0, help="Index of the test face whose latent mean is the centre.")] = 0,
+    from_prior: Annotated[bool, typer.Option("--from-prior", help="Centre on z = 0 instead of a face.")] = False,
+    gif: Annotated[Optional[Path], typer.Option(help="Also write an animation sweeping each dimension.",
+                                                show_default=False)] = None,
+    scale: ScaleOpt = 4,
+    device: DeviceOpt = Device.auto,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """One row per latent dimension, varied around a test face's latent mean."""
+    import torch
+
+    from freyvae_cli import explore, figures
+    from freyvae_cli.evaluate import INACTIVE_KL, mean_kl_order
+
+    if span <= 0:
+        raise UsageError(f"--range must be above 0 (got {span})")
+    _check_out(out, _grid_formats())
+    if gif is not None:
+        _check_out(gif, ("gif",))
+    model, ckpt, faces = _load(checkpoint, device, data)
+    latent = model.latent_dim
+    for d in dim or []:
+        if not 0 <= d < latent:
+            raise UsageError(f"--dim {d} is outside the latent space; this model has dimensions 0..{latent - 1}")
+    x, _ = explore.split_images(ckpt, faces, "test")
+    if face >= len(x):
+        raise UsageError(f"--face {face} is outside the test split; it has faces 0..{len(x) - 1}")
+    kl = explore.kl_per_dim(model, x)
+    active, inactive = mean_kl_order(kl)
+    dims = list(dim) if dim else active[:6]
+    if not dims:
+        raise FreyError(f"every latent dimension is inactive (KL < {INACTIVE_KL} nats); the model ignores z")
+    base = torch.zeros(latent) if from_prior else explore.encode(model, x[face:face + 1])[0][0]
+    rows = explore.traverse(model, base, dims, steps, span)
+    labels = [f"dim {d} · KL {kl[d]:.2f} nats" for d in dims]
+    title = f"values {-span:g} .. +{span:g} around " + ("z = 0" if from_prior else f"test face {face}")
+    figures.save_image(figures.face_grid(rows, scale=scale, labels=labels, title=title), out)
+    if not dim and inactive:
+        ui.info(f"inactive dimensions (KL < {INACTIVE_KL} nats, not drawn): {', '.join(map(str, sorted(inactive)))}")
+    if gif is not None:
+        sweep = list(range(steps)) + list(range(steps - 2, 0, -1))
+        frames = [figures.face_grid([r[[i]] for r in rows], scale=scale, labels=labels) for i in sweep]
+        figures.save_gif(frames, gif)
+    _done(json_out, {"out": str(out), "gif": str(gif) if gif else None, "dims": dims,
+                     "kl": [float(kl[d]) for d in dims], "inactive": sorted(inactive), "steps": steps,
+                     "range": span}, f"wrote {out}: dimensions {', '.join(map(str, dims))}")
+
+
+@command
+def interpolate(
+    from_: Annotated[int, typer.Option("--from", min=0, help="Index of the first test face.")] = 0,
+    to: Annotated[int, typer.Option("--to", min=0, help="Index of the last test face.")] = 1,
+    steps: Annotated[int, typer.Option(min=2, max=200)] = 10,
+    slerp: Annotated[bool, typer.Option("--slerp", help="Spherical instead of linear interpolation.")] = False,
+    checkpoint: CheckpointOpt = Path(DEFAULT_CHECKPOINT),
+    data: DataOpt = None,
+    out: Annotated[Path, typer.Option("--out", "-o")] = Path("interpolation.png"),
+    gif: Annotated[Optional[Path], typer.Option(help="Also write it as an animation.", show_default=False)] = None,
+    scale: ScaleOpt = 4,
+    device: DeviceOpt = Device.auto,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Decode the path between the latent means of two test faces (ends shown as originals)."""
+    from freyvae_cli import explore, figures
+
+    _check_out(out, _grid_formats())
+    if gif is not None:
+        _check_out(gif, ("gif",))
+    model, ckpt, faces = _load(checkpoint, device, data)
+    x, frames = explore.split_images(ckpt, faces, "test")
+    for name, i in (("--from", from_), ("--to", to)):
+        if i >= len(x):
+            raise UsageError(f"{name} {i} is outside the test split; it has faces 0..{len(x) - 1}")
+    mu, _ = explore.encode(model, x[[from_, to]])
+    path = explore.decode(model, explore.interpolate(mu[0], mu[1], steps, slerp))
+    ends = x[[from_, to]].squeeze(1).numpy() / 255.0
+    strip = [ends[:1], path, ends[1:]]
+    import numpy as np
+
+    row = np.concatenate(strip)
+    figures.save_image(figures.face_grid([row], scale=scale), out)
+    if gif is not None:
+        order = list(range(steps)) + list(range(steps - 2, 0, -1))
+        figures.save_gif([figures.face_grid([path[[i]]], scale=scale) for i in order], gif)
+    _done(json_out, {"out": str(out), "gif": str(gif) if gif else None, "from": from_, "to": to,
+                     "frames": [int(frames[from_]), int(frames[to])], "steps": steps,
+                     "method": "slerp" if slerp else "linear"},
+          f"wrote {out}: test face {from_} -> {to}, {steps} steps (originals at both ends)")
+
+
+@command
+def manifold(
+    dims: Annotated[Optional[tuple[int, int]], typer.Option("--dims", show_default=False,
+                    help="Two latent dimensions to span. [default: the two with most KL]")] = None,
+    use_pca: Annotated[bool, typer.Option("--pca", help="Span the top two principal axes of the test means.")] = False,
+    grid: Annotated[int, typer.Option(min=2, max=40)] = 20,
+    checkpoint: CheckpointOpt = Path(DEFAULT_CHECKPOINT),
+    data: DataOpt = None,
+    out: Annotated[Path, typer.Option("--out", "-o")] = Path("manifold.png"),
+    scale: ScaleOpt = 2,
+    device: DeviceOpt = Device.auto,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """The face manifold: decode a grid over two latent directions, spaced by Gaussian quantiles."""
+    import torch
+
+    from freyvae_cli import explore, figures
+
+    if dims is not None and use_pca:
+        raise UsageError("give either --dims A B or --pca, not both")
+    _check_out(out, _grid_formats())
+    model, ckpt, faces = _load(checkpoint, device, data)
+    latent = model.latent_dim
+    x, _ = explore.split_images(ckpt, faces, "test")
+    mu, _ = explore.encode(model, x)
+    centre = mu.mean(0)
+    if use_pca:
+        _, axes, _ = explore.pca(mu.numpy())
+        directions = torch.tensor(axes, dtype=torch.float32)
+        proj = (mu - centre) @ directions.T
+        scales = (float(proj[:, 0].std()), float(proj[:, 1].std()))
+        chosen: list = ["pc1", "pc2"]
+    else:
+        if dims is None:
+            kl = explore.kl_per_dim(model, x)
+            dims = tuple(int(d) for d in kl.argsort()[::-1][:2]) if latent >= 2 else None
+        if dims is None or latent < 2:
+            raise UsageError("a manifold needs two latent dimensions; this model has one")
+        for d in dims:
+            if not 0 <= d < latent:
+                raise UsageError(f"--dims {d} is outside the latent space; this model has dimensions 0..{latent - 1}")
+        if dims[0] == dims[1]:
+            raise UsageError("--dims needs two different dimensions")
+        directions = torch.eye(latent)[list(dims)]
+        centre = torch.zeros(latent) if latent == 2 else centre
+        centre[list(dims)] = 0.0
+        scales = (1.0, 1.0)
+        chosen = list(dims)
+    with ui.task_progress("decoding the manifold", total=grid) as advance:
+        rows = explore.manifold(model, directions, grid, centre, scales)
+        advance(grid)
+    figures.save_image(figures.face_grid(rows, scale=scale, sep=0), out)
+    _done(json_out, {"out": str(out), "grid": grid, "directions": chosen},
+          f"wrote {out}: {grid}x{grid} faces over {'principal axes' if use_pca else f'dimensions {chosen[0]} and {chosen[1]}'}")
+
+
+@command
+def project(
+    checkpoint: CheckpointOpt = Path(DEFAULT_CHECKPOINT),
+    data: DataOpt = None,
+    out: Annotated[Path, typer.Option("--out", "-o")] = Path("latent_space_2d.png"),
+    split: Annotated[Split, typer.Option(help="Which images to map.")] = Split.test,
+    dims: Annotated[Optional[tuple[int, int]], typer.Option("--dims", show_default=False,
+                    help="Plot two latent dimensions instead of the PCA projection.")] = None,
+    thumbnails: Annotated[bool, typer.Option("--thumbnails", help="Draw small faces over the points.")] = False,
+    device: DeviceOpt = Device.auto,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """2-D map of the latent means (PCA), coloured by frame index in the video."""
+    from freyvae_cli import explore, figures
+
+    _check_out(out, _plot_formats())
+    model, ckpt, faces = _load(checkpoint, device, data)
+    if dims is not None:
+        for d in dims:
+            if not 0 <= d < model.latent_dim:
+                raise UsageError(f"--dims {d} is outside the latent space; this model has dimensions 0..{model.latent_dim - 1}")
+    x, frames = explore.split_images(ckpt, faces, split.value)
+    mu = explore.encode(model, x)[0].numpy()
+    if dims is None:
+        points, _, share = explore.pca(mu)
+        labels = (f"PC 1 ({share[0]:.0%} of variance)", f"PC 2 ({share[1]:.0%} of variance)") if len(share) > 1 \
+            else ("PC 1", "-")
+        if points.shape[1] == 1:
+            import numpy as np
+
+            points = np.concatenate([points, np.zeros_like(points)], 1)
+    else:
+        points, labels, share = mu[:, list(dims)], (f"z[{dims[0]}]", f"z[{dims[1]}]"), []
+    title = f"latent means of the {len(x)} {split.value} images"
+    figures.save_latent_map(points, frames, out, labels, title,
+                            thumbnails=x.squeeze(1).numpy() / 255.0 if thumbnails else None)
+    _done(json_out, {"out": str(out), "split": split.value, "n": len(x),
+                     "method": "dims" if dims else "pca", "explained_variance": [float(s) for s in share]},
+          f"wrote {out}: {len(x)} {split.value} images")
+
+
+@command
+def evaluate(
+    checkpoint: CheckpointOpt = Path(DEFAULT_CHECKPOINT),
+    data: DataOpt = None,
+    split: Annotated[Split, typer.Option(help="Which images to score.")] = Split.test,
+    iw_samples: Annotated[int, typer.Option(min=0, help="K for the importance-weighted bound (0: skip).")] = 1000,
+    elbo_samples: Annotated[int, typer.Option(min=1, help="z draws averaged for the ELBO.")] = 10,
+    seed: Annotated[int, typer.Option(help="Seed of the z draws.")] = 0,
+    device: DeviceOpt = Device.auto,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Negative ELBO, importance-weighted NLL, KL per dimension, active units (nats per image)."""
+    from freyvae_cli import evaluate as ev
+    from freyvae_cli import explore
+
+    model, ckpt, faces = _load(checkpoint, device, data)
+    x, _ = explore.split_images(ckpt, faces, split.value)
+    with ui.task_progress(f"importance sampling (K={iw_samples})", total=iw_samples * len(x)) as advance:
+        result = ev.evaluate(model, x, iw_samples, elbo_samples, seed, advance)
+    result["split"] = split.value
+    if not quiet:
+        _print_evaluation(result)
+    if json_out:
+        ui.emit_json(result)
+
+
+def _print_evaluation(r: dict) -> None:
+    from rich.table import Table
+
+    t = Table(title=f"{r['split']} split, {r['n_images']} images, {r['likelihood']} likelihood",
+              caption="nats per image: summed over 560 pixels, averaged over images")
+    t.add_column("figure")
+    t.add_column("value", justify="right")
+    t.add_column("meaning")
+    t.add_row("neg_elbo", f"{r['neg_elbo']:.2f}", "negative ELBO = reconstruction + KL")
+    t.add_row("  reconstruction", f"{r['reconstruction']:.2f}", "-E_q log p(x|z)")
+    t.add_row("  kl", f"{r['kl']:.2f}", "KL(q(z|x) || p(z))")
+    if r["iw_nll"] is not None:
+        t.add_row("iw_nll", f"{r['iw_nll']:.2f}", "importance-weighted bound on -log p(x)")
+    if r["bits_per_dim"]:
+        b = r["bits_per_dim"]
+        t.add_row("bits/dim (ELBO)", f"{b['neg_elbo']:.3f}", "neg_elbo / (560 ln 2)")
+        if b["iw_nll"] is not None:
+            t.add_row("bits/dim (IW)", f"{b['iw_nll']:.3f}", "iw_nll / (560 ln 2)")
+    if r["bce_floor"] is not None:
+        t.add_row("bce_floor", f"{r['bce_floor']:.2f}", "sum of pixel entropies: the best any Bernoulli decoder gets")
+        t.add_row("excess", f"{r['excess']:.2f}", "neg_elbo - bce_floor")
+    t.add_row("active_units", f"{r['active_units']} / {len(r['kl_per_dim'])}", "dims with Var_x E\\[z_d] > 0.01")
+    ui.console().print(t)
+
+
+@command
+def info(
+    checkpoint: CheckpointOpt = Path(DEFAULT_CHECKPOINT),
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """What a checkpoint holds: config, epochs, split, final numbers, versions, data hash."""
+    from freyvae_cli import checkpoint as ck
+
+    c = ck.load(checkpoint)
+    ck.build_model(c, checkpoint)
+    last = c["history"][-1] if c["history"] else {}
+    payload = {
+        "checkpoint": str(checkpoint), "epoch": c["epoch"], "config": c["config"],
+        "split": {"train": len(c["split"]["train"]), "test": len(c["split"]["test"])},
+        "final": {k: v for k, v in last.items() if k != "epoch"}, "units": "nats per image",
+        "versions": c.get("versions", {}), "data_hash": c.get("data_hash"),
+        "interrupted_mid_epoch": bool(c.get("progress")),
+    }
+    if not quiet:
+        lines = [f"{checkpoint}: {c['epoch']} epochs, split {payload['split']['train']}/{payload['split']['test']}"]
+        lines += [f"  {k} = {v}" for k, v in c["config"].items()]
+        if last:
+            lines.append(f"  last epoch: train {last['train_loss']:.2f}, test {last['test_loss']:.2f} nats per image")
+        lines.append(f"  data sha256 {payload['data_hash']}")
+        lines.append("  " + ", ".join(f"{k} {v}" for k, v in payload["versions"].items()))
+        ui.console().print("\n".join(lines))
+    if json_out:
+        ui.emit_json(payload)
+
+
+# ----------------------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: usage errors become one line too (Typer would draw a box)."""
+    from typer.exceptions import TyperException
+
+    try:
+        code = app(args=argv, prog_name="freyvae", standalone_mode=False)
+    except TyperException as e:
+        if type(e).__name__ == "NoArgsIsHelpError":
+            typer.echo(e.ctx.get_help())  # type: ignore[attr-defined]
+            sys.exit(0)
+        ctx = getattr(e, "ctx", None)
+        where = f" (see: {ctx.command_path} --help)" if ctx is not None else ""
+        ui.error(f"{e.format_message()}{where}")
+        sys.exit(getattr(e, "exit_code", 2))
+    except typer.Abort:
+        ui.error("aborted")
+        sys.exit(1)
+    except Exception as e:  # a bug: still one line, unless FREYVAE_DEBUG asks for the traceback
+        if os.environ.get("FREYVAE_DEBUG"):
+            raise
+        ui.error(f"unexpected {type(e).__name__}: {e} (a bug in freyvae; FREYVAE_DEBUG=1 shows the traceback)")
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,132 @@
+"""The Frey Face data: load and check the .mat file, split it, download it.
+
+The file holds one 8-bit grey 28x20 face per column of the matrix `ff` (560 x N).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from freyvae_cli.errors import FreyError, UsageError
+from freyvae_cli.files import atomic_write
+
+HEIGHT, WIDTH = 28, 20
+PIXELS = HEIGHT * WIDTH
+DEFAULT_PATH = "data/frey_rawface.mat"
+URL = "https://cs.nyu.edu/~roweis/data/frey_rawface.mat"
+
+
+class DataError(FreyError):
+    """The data file is missing or is not the Frey Face file."""
+
+
+def default_data_path() -> Path:
+    """`FREYVAE_DATA` if set, else data/frey_rawface.mat."""
+    return Path(os.environ.get("FREYVAE_DATA") or DEFAULT_PATH)
+
+
+def _check_ff(ff: object, where: str) -> np.ndarray:
+    """Return `ff` as (N, 28, 20) uint8 faces, or say exactly what is wrong with it."""
+    if not isinstance(ff, np.ndarray) or ff.dtype.kind not in "uif":
+        kind = getattr(ff, "dtype", type(ff).__name__)
+        raise DataError(f"{where}: 'ff' has type {kind}; expected a numeric 560 x N matrix of pixels")
+    if ff.ndim != 2 or ff.shape[0] != PIXELS or ff.shape[1] < 2:
+        raise DataError(f"{where}: 'ff' has shape {ff.shape}; expected 560 x N (28x20 faces, N >= 2)")
+    if ff.dtype != np.uint8:
+        if ff.dtype.kind == "f" and not np.isfinite(ff).all():
+            raise DataError(f"{where}: 'ff' contains NaN or infinite values; expected pixels 0..255")
+        if ff.min() < 0 or ff.max() > 255:
+            raise DataError(
+                f"{where}: 'ff' has values from {ff.min()} to {ff.max()}; expected pixels 0..255"
+            )
+        if ff.dtype.kind == "f" and not (ff == np.round(ff)).all():
+            raise DataError(f"{where}: 'ff' has fractional values; expected integer pixels 0..255")
+    return np.ascontiguousarray(ff.T.reshape(-1, HEIGHT, WIDTH).astype(np.uint8))
+
+
+def parse_mat(raw: bytes, where: str) -> np.ndarray:
+    """Faces (N, 28, 20) uint8 from the bytes of a .mat file."""
+    import scipy.io
+
+    if raw[:8] == b"\x89HDF\r\n\x1a\n" or raw[512:520] == b"\x89HDF\r\n\x1a\n":
+        raise DataError(f"{where} is a MATLAB v7.3 (HDF5) file; save it with -v7 (scipy reads v7 and older)")
+    try:
+        mat = scipy.io.loadmat(io.BytesIO(raw))
+    except NotImplementedError:
+        raise DataError(f"{where} is a MATLAB v7.3 (HDF5) file; save it with -v7 (scipy reads v7 and older)") from None
+    except Exception as e:  # scipy raises many types on foreign bytes; all mean the same to a user
+        raise DataError(f"{where} is not a readable MATLAB .mat file ({type(e).__name__}); expected frey_rawface.mat") from None
+    if "ff" not in mat:
+        found = ", ".join(k for k in mat if not k.startswith("__")) or "nothing"
+        raise DataError(f"{where} has no variable 'ff' (found: {found}); expected frey_rawface.mat")
+    return _check_ff(mat["ff"], where)
+
+
+def load_faces(path: str | Path) -> np.ndarray:
+    """Faces (N, 28, 20) uint8 from a .mat file, with a clear error for every way it can be wrong."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(
+            f"data file {path} not found; run `freyvae download --to {path}` or pass --data PATH"
+        )
+    if path.is_dir():
+        raise DataError(f"data path {path} is a folder; pass the .mat file itself with --data")
+    raw = path.read_bytes()
+    if not raw:
+        raise DataError(f"data file {path} is empty; download it again with `freyvae download --to {path}`")
+    return parse_mat(raw, str(path))
+
+
+def pixel_hash(faces: np.ndarray) -> str:
+    """sha256 of the pixels as the (560, N) uint8 matrix `ff` (the hash in shared/data/README)."""
+    ff = np.ascontiguousarray(faces.reshape(len(faces), PIXELS).T)
+    return hashlib.sha256(ff.tobytes()).hexdigest()
+
+
+def split_indices(n: int, test_fraction: float = 0.2, split_seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Shuffle with a seeded generator; the first round((1-f)*n) indices train, the rest test."""
+    if not 0.0 < test_fraction < 1.0:
+        raise UsageError(f"--test-fraction must be between 0 and 1 (got {test_fraction})")
+    perm = np.random.default_rng(split_seed).permutation(n)
+    n_train = round((1.0 - test_fraction) * n)
+    if n_train < 1 or n_train >= n:
+        raise UsageError(f"--test-fraction {test_fraction} leaves an empty split of {n} images")
+    return perm[:n_train], perm[n_train:]
+
+
+def download(
+    dest: str | Path,
+    url: str = URL,
+    timeout: float = 60.0,
+    on_progress: Callable[[int, int | None], None] | None = None,
+) -> np.ndarray:
+    """Fetch the file, check it is the Frey Face data, then move it into place atomically."""
+    dest = Path(dest)
+    chunks: list[bytes] = []
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            total = response.headers.get("Content-Length")
+            total = int(total) if total and total.isdigit() else None
+            got = 0
+            while chunk := response.read(1 << 16):
+                chunks.append(chunk)
+                got += len(chunk)
+                if on_progress:
+                    on_progress(got, total)
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        reason = getattr(e, "reason", None) or e
+        raise DataError(
+            f"could not download {url} ({reason}); fetch it by hand and pass --data PATH"
+        ) from None
+    raw = b"".join(chunks)
+    faces = parse_mat(raw, f"the file downloaded from {url}")
+    atomic_write(dest, lambda f: f.write(raw))
+    return faces

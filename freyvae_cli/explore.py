@@ -1,0 +1,104 @@
+"""Latent-space maths behind reconstruct, sample, traverse, project, interpolate and manifold.
+
+Each function takes a trained model and returns faces as numpy arrays (n, 28, 20) in [0, 1];
+drawing them is figures.py's job.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from freyvae_cli.model import VAE, kl_divergence, mean_image
+
+
+def split_images(ckpt: dict, faces: np.ndarray, split: str = "test") -> tuple[torch.Tensor, np.ndarray]:
+    """The checkpoint's train or test images as uint8 (n, 1, 28, 20), with their frame indices."""
+    frames = ckpt["split"][split].numpy()
+    return torch.from_numpy(faces[frames]).unsqueeze(1), frames
+
+
+@torch.no_grad()
+def encode(model: VAE, x: torch.Tensor, batch: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+    """Posterior means and log-variances of uint8 images x, on the CPU."""
+    device = next(model.parameters()).device
+    parts = [model.encode(x[i:i + batch].to(device).float() / 255.0) for i in range(0, len(x), batch)]
+    return torch.cat([p[0] for p in parts]).cpu(), torch.cat([p[1] for p in parts]).cpu()
+
+
+@torch.no_grad()
+def decode(model: VAE, z: torch.Tensor, batch: int = 1024) -> np.ndarray:
+    """The decoder's mean image for each latent vector, as (n, 28, 20) floats in [0, 1]."""
+    device = next(model.parameters()).device
+    out = [mean_image(model.decode(z[i:i + batch].to(device)), model.likelihood).cpu()
+           for i in range(0, len(z), batch)]
+    return torch.cat(out).squeeze(1).numpy()
+
+
+def reconstruct(model: VAE, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Originals and their reconstructions through the posterior mean."""
+    mu, _ = encode(model, x)
+    return x.squeeze(1).numpy() / 255.0, decode(model, mu)
+
+
+def sample(model: VAE, n: int, seed: int = 0) -> np.ndarray:
+    """n faces decoded from z ~ N(0, I), drawn on the CPU so any device gives the same faces."""
+    z = torch.randn(n, model.latent_dim, generator=torch.Generator().manual_seed(seed))
+    return decode(model, z)
+
+
+def kl_per_dim(model: VAE, x: torch.Tensor) -> np.ndarray:
+    """Mean KL(q(z_d|x) || N(0,1)) of each latent dimension over the images, in nats."""
+    mu, logvar = encode(model, x)
+    return kl_divergence(mu, logvar).mean(0).numpy()
+
+
+def traverse(model: VAE, base: torch.Tensor, dims: list[int], steps: int, span: float) -> list[np.ndarray]:
+    """One row per dimension: base + v * e_d for v evenly from -span to +span."""
+    values = torch.linspace(-span, span, steps)
+    rows = []
+    for d in dims:
+        z = base.repeat(steps, 1)
+        z[:, d] += values
+        rows.append(decode(model, z))
+    return rows
+
+
+def interpolate(z0: torch.Tensor, z1: torch.Tensor, steps: int, slerp: bool = False) -> torch.Tensor:
+    """steps points from z0 to z1: on the straight line, or on the great circle (slerp)."""
+    t = torch.linspace(0.0, 1.0, steps).unsqueeze(1)
+    if not slerp:
+        return (1 - t) * z0 + t * z1
+    cos = torch.dot(z0, z1) / (z0.norm() * z1.norm()).clamp(min=1e-12)
+    omega = torch.arccos(cos.clamp(-1.0, 1.0))
+    if omega.abs() < 1e-6:
+        return (1 - t) * z0 + t * z1
+    return (torch.sin((1 - t) * omega) * z0 + torch.sin(t * omega) * z1) / torch.sin(omega)
+
+
+def pca(mu: np.ndarray, k: int = 2) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Projection of the centred means on their top-k principal axes, the axes, and variance shares."""
+    centred = mu - mu.mean(0)
+    _, s, vt = np.linalg.svd(centred, full_matrices=False)
+    share = s**2 / max(float((s**2).sum()), 1e-12)
+    return centred @ vt[:k].T, vt[:k], share[:k]
+
+
+def manifold(model: VAE, directions: torch.Tensor, grid: int, centre: torch.Tensor | None = None,
+             scales: tuple[float, float] = (1.0, 1.0)) -> list[np.ndarray]:
+    """A grid x grid image of decodes over two directions, spaced by Gaussian quantiles.
+
+    As in Kingma & Welling's Frey Face figure: coordinates are the inverse normal CDF of evenly
+    spaced probabilities, so equal areas of the prior get equal room.
+    """
+    from scipy.stats import norm
+
+    q = torch.tensor(norm.ppf(np.linspace(0.5 / grid, 1 - 0.5 / grid, grid)), dtype=torch.float32)
+    centre = torch.zeros(model.latent_dim) if centre is None else centre
+    rows = []
+    for i in range(grid):  # rows go from high to low along the second direction, like a y axis
+        a = q * scales[0]
+        b = torch.full((grid,), float(q[grid - 1 - i]) * scales[1])
+        z = centre + a.unsqueeze(1) * directions[0] + b.unsqueeze(1) * directions[1]
+        rows.append(decode(model, z))
+    return rows

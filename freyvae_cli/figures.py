@@ -1,0 +1,150 @@
+"""Every picture the tool draws. Face grids use Pillow only (fast to import); plots use matplotlib.
+
+Faces are 28x20, so grids are upscaled by nearest neighbour (`scale`) with thin white separators.
+All files are written atomically, in the format their extension names.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from freyvae_cli.files import atomic_write
+
+GRID_FORMATS = ("png", "jpg", "jpeg", "bmp", "tif", "tiff", "webp", "gif")
+PLOT_FORMATS = ("png", "pdf", "svg", "jpg", "jpeg")
+_PIL_FORMAT = {"jpg": "JPEG", "jpeg": "JPEG", "tif": "TIFF", "tiff": "TIFF"}
+
+
+def _font(size: int):
+    from PIL import ImageFont
+
+    return ImageFont.load_default(size=size)
+
+
+def face_grid(
+    rows: Sequence[np.ndarray],
+    scale: int = 4,
+    sep: int = 2,
+    labels: Sequence[str] | None = None,
+    title: str | None = None,
+):
+    """One image from rows of faces: each row an array (k, 28, 20) of values in [0, 1]."""
+    from PIL import Image, ImageDraw
+
+    h, w = rows[0].shape[1] * scale, rows[0].shape[2] * scale
+    cols = max(len(r) for r in rows)
+    font = _font(max(10, 3 * scale))
+    label_w = 0
+    if labels:
+        draw = ImageDraw.Draw(Image.new("L", (1, 1)))
+        label_w = max(int(draw.textlength(t, font=font)) for t in labels) + 3 * sep + 4
+    title_h = (font.size + 4 * sep) if title else 0
+    width = label_w + cols * w + (cols + 1) * sep
+    height = title_h + len(rows) * h + (len(rows) + 1) * sep
+    canvas = Image.new("L", (width, height), 255)
+    draw = ImageDraw.Draw(canvas)
+    if title:
+        draw.text((sep + 2, 2 * sep), title, fill=0, font=font)
+    for r, row in enumerate(rows):
+        top = title_h + sep + r * (h + sep)
+        if labels:
+            draw.text((sep + 2, top + h // 2), labels[r], fill=0, font=font, anchor="lm")
+        for c, face in enumerate(row):
+            pixels = (np.clip(face, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+            tile = Image.fromarray(pixels, mode="L").resize((w, h), Image.NEAREST)
+            canvas.paste(tile, (label_w + sep + c * (w + sep), top))
+    return canvas
+
+
+def chunk(faces: np.ndarray, per_row: int) -> list[np.ndarray]:
+    """Split (n, 28, 20) faces into rows of at most `per_row`."""
+    return [faces[i:i + per_row] for i in range(0, len(faces), per_row)]
+
+
+def save_image(image, path: str | Path) -> Path:
+    path = Path(path)
+    ext = path.suffix.lower().lstrip(".")
+    fmt = _PIL_FORMAT.get(ext, ext.upper())
+    image = image.convert("RGB") if fmt == "JPEG" and image.mode not in ("L", "RGB") else image
+    return atomic_write(path, lambda f: image.save(f, format=fmt))
+
+
+def save_gif(frames: Sequence, path: str | Path, ms_per_frame: int = 90) -> Path:
+    """An endlessly looping animation from Pillow images of equal size."""
+    first, *rest = frames
+    return atomic_write(
+        path, lambda f: first.save(f, format="GIF", save_all=True, append_images=rest,
+                                   duration=ms_per_frame, loop=0)
+    )
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save_figure(fig, path: str | Path) -> Path:
+    path = Path(path)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=path.suffix.lower().lstrip(".").replace("jpg", "jpeg"), dpi=120,
+                bbox_inches="tight", metadata=None)
+    _plt().close(fig)
+    return atomic_write(path, lambda f: f.write(buffer.getbuffer()))
+
+
+def save_loss_curve(history: list[dict], path: str | Path) -> Path:
+    """Train and test negative ELBO per epoch, with the KL part on a second panel."""
+    plt = _plt()
+    epochs = [r["epoch"] for r in history]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.4))
+    ax1.plot(epochs, [r["train_loss"] for r in history], "o-", ms=3, label="train")
+    ax1.plot(epochs, [r["test_loss"] for r in history], "o-", ms=3, label="test")
+    ax1.set(xlabel="epoch", ylabel="nats per image", title="negative ELBO (reconstruction + KL)")
+    ax2.plot(epochs, [r["train_kl"] for r in history], "o-", ms=3, label="train")
+    ax2.plot(epochs, [r["test_kl"] for r in history], "o-", ms=3, label="test")
+    ax2.set(xlabel="epoch", ylabel="nats per image", title="KL part")
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    last = history[-1]
+    ax1.annotate(f"test {last['test_loss']:.1f}", (epochs[-1], last["test_loss"]),
+                 textcoords="offset points", xytext=(-40, 12), fontsize=8)
+    fig.tight_layout()
+    return _save_figure(fig, path)
+
+
+def save_latent_map(
+    points: np.ndarray,
+    frames: np.ndarray,
+    path: str | Path,
+    axis_labels: tuple[str, str],
+    title: str,
+    thumbnails: np.ndarray | None = None,
+    n_thumbnails: int = 40,
+) -> Path:
+    """Scatter of 2-D latent positions coloured by frame index; optional faces drawn over it."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 6))
+    sc = ax.scatter(points[:, 0], points[:, 1], c=frames, cmap="viridis", s=10, alpha=0.85)
+    fig.colorbar(sc, ax=ax, label="frame index in the video")
+    if thumbnails is not None:
+        from matplotlib.offsetbox import AnnotationBbox, OffsetImage
+
+        order = np.argsort(frames)
+        picks = order[np.linspace(0, len(order) - 1, min(n_thumbnails, len(order))).astype(int)]
+        for i in picks:
+            grey = np.repeat(np.clip(thumbnails[i], 0, 1)[..., None], 3, axis=2)  # RGB: no colour map
+            box = OffsetImage(grey, zoom=1.0)
+            ax.add_artist(AnnotationBbox(box, points[i], frameon=True, pad=0.1,
+                                         bboxprops={"lw": 0.4, "ec": "white"}))
+    ax.set(xlabel=axis_labels[0], ylabel=axis_labels[1], title=title)
+    ax.grid(alpha=0.3)
+    return _save_figure(fig, path)

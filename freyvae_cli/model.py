@@ -1,0 +1,117 @@
+"""The VAE of the seed README, its three pixel likelihoods, and the loss (the negative ELBO).
+
+Shapes: a face is 1 x 28 x 20. The encoder's three 3x3 convolutions with 2x2 max pooling give
+28x20 -> 14x10 -> 7x5 -> 3x2, i.e. 128*3*2 = 768 features; the decoder's dense layer makes those
+768 back from z, and three transposed convolutions give 3x2 -> 7x5 -> 14x10 -> 28x20 exactly.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# Log-variances are clamped to this range so exp() cannot overflow the KL; a trained model's
+# values lie well inside it (posterior std between 3e-7 and 2e4).
+LOGVAR_MIN, LOGVAR_MAX = -30.0, 20.0
+LEVELS = 256  # 8-bit pixels, for the discrete likelihoods
+OUT_CHANNELS = {"bernoulli": 1, "logistic": 2, "categorical": LEVELS}
+
+
+class VAE(nn.Module):
+    def __init__(self, latent_dim: int = 20, likelihood: str = "bernoulli") -> None:
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.likelihood = likelihood
+        self.encoder = nn.Sequential(
+            nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),    # 32 x 14 x 10
+            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),   # 64 x 7 x 5
+            nn.Conv2d(64, 128, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # 128 x 3 x 2
+            nn.Flatten(),
+        )
+        self.to_mu = nn.Linear(768, latent_dim)
+        self.to_logvar = nn.Linear(768, latent_dim)
+        self.decoder = nn.Sequential(
+            nn.Linear(latent_dim, 768), nn.ReLU(), nn.Unflatten(1, (128, 3, 2)),
+            nn.ConvTranspose2d(128, 64, 3, stride=2), nn.ReLU(),                        # 64 x 7 x 5
+            nn.ConvTranspose2d(64, 32, 4, stride=2, padding=1), nn.ReLU(),              # 32 x 14 x 10
+            nn.ConvTranspose2d(32, OUT_CHANNELS[likelihood], 4, stride=2, padding=1),  # C x 28 x 20
+        )
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and log-variance of q(z|x) for images x in [0, 1], shape (B, 1, 28, 20)."""
+        h = self.encoder(x)
+        logvar = self.to_logvar(h).float().clamp(LOGVAR_MIN, LOGVAR_MAX)
+        return self.to_mu(h).float(), logvar
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Parameters of p(x|z): logits (bernoulli), mean and log-scale (logistic), or 256 logits."""
+        return self.decoder(z).float()
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None):
+        mu, logvar = self.encode(x)
+        eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+        z = mu + torch.exp(0.5 * logvar) * eps  # the reparameterisation trick
+        return self.decode(z), mu, logvar
+
+
+def _logistic_log_probs(params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Per-pixel log P(x) of a logistic discretised to 256 bins on [-1, 1], edge bins open."""
+    mean, log_scale = params[:, :1], params[:, 1:2].clamp(min=-7.0)
+    centred = (x.float() / 127.5 - 1.0) - mean
+    inv_scale = torch.exp(-log_scale)
+    upper = inv_scale * (centred + 1.0 / 255.0)
+    lower = inv_scale * (centred - 1.0 / 255.0)
+    log_cdf_upper = upper - F.softplus(upper)   # log sigmoid(upper), for x = 0
+    log_sf_lower = -F.softplus(lower)           # log (1 - sigmoid(lower)), for x = 255
+    delta = torch.sigmoid(upper) - torch.sigmoid(lower)
+    mid = inv_scale * centred
+    log_pdf_mid = mid - log_scale - 2.0 * F.softplus(mid)  # density at the bin centre
+    log_mid = torch.where(delta > 1e-5, torch.log(delta.clamp(min=1e-12)), log_pdf_mid - math.log(127.5))
+    return torch.where(x == 0, log_cdf_upper, torch.where(x == LEVELS - 1, log_sf_lower, log_mid))
+
+
+def pixel_log_probs(params: torch.Tensor, x: torch.Tensor, likelihood: str) -> torch.Tensor:
+    """log p(x_i|z) for every pixel, (B, 1, 28, 20), for integer pixels x in 0..255.
+
+    For bernoulli the target is x/255, so the value is minus the binary cross-entropy of grey
+    targets, not a normalised likelihood of 8-bit data; the two discrete likelihoods are.
+    """
+    if likelihood == "bernoulli":
+        return -F.binary_cross_entropy_with_logits(params, x.float() / 255.0, reduction="none")
+    if likelihood == "logistic":
+        return _logistic_log_probs(params, x)
+    if likelihood == "categorical":
+        return torch.log_softmax(params, dim=1).gather(1, x.long())
+    raise ValueError(f"unknown likelihood {likelihood!r}")
+
+
+def log_likelihood(params: torch.Tensor, x: torch.Tensor, likelihood: str) -> torch.Tensor:
+    """log p(x|z) summed over the 560 pixels, one value per image, in nats."""
+    return pixel_log_probs(params, x, likelihood).flatten(1).sum(1)
+
+
+def mean_image(params: torch.Tensor, likelihood: str) -> torch.Tensor:
+    """E[x|z] in [0, 1], (B, 1, 28, 20): what the commands draw for a decoded z."""
+    if likelihood == "bernoulli":
+        return torch.sigmoid(params)
+    levels = torch.arange(LEVELS, device=params.device)
+    if likelihood == "categorical":
+        probs = torch.softmax(params, dim=1)
+    else:
+        grid = levels.view(1, LEVELS, 1, 1).expand(params.shape[0], LEVELS, *params.shape[2:])
+        probs = torch.exp(_logistic_log_probs(params, grid))
+    return (probs * levels.view(1, LEVELS, 1, 1)).sum(1, keepdim=True) / (LEVELS - 1)
+
+
+def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(q(z|x) || N(0, I)) per latent dimension, (B, D): the closed form of Kingma & Welling."""
+    return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar)
+
+
+def neg_elbo(model: VAE, x: torch.Tensor, generator: torch.Generator | None = None):
+    """Reconstruction term -log p(x|z) and KL term, one value per image each, in nats."""
+    params, mu, logvar = model(x.float() / 255.0, generator)
+    return -log_likelihood(params, x, model.likelihood), kl_divergence(mu, logvar).sum(1)
