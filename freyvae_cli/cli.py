@@ -127,10 +127,17 @@ def _load(checkpoint: Path, device: Device, data: Path | None = None, need_data:
     faces = load_faces(path)
     split = ckpt["split"]
     if max(int(split["train"].max()), int(split["test"].max())) >= len(faces):
-        raise FreyError(f"{path} has {len(faces)} images, fewer than the data {checkpoint} was trained on; pass the same --data")
+        raise FreyError(f"{path} has {len(faces)} images, fewer than the data {checkpoint} was trained on; "
+                        "pass the same --data")
     if ckpt.get("data_hash") and pixel_hash(faces) != ckpt["data_hash"]:
         ui.info(f"[yellow]warning:[/] {path} differs from the data {checkpoint} was trained on")
     return model, ckpt, faces
+
+
+def _check_dims(dims, latent: int, option: str) -> None:
+    for d in dims or ():
+        if not 0 <= d < latent:
+            raise UsageError(f"{option} {d} is outside the latent space; this model has dimensions 0..{latent - 1}")
 
 
 def _check_out(path: Path, formats: tuple[str, ...]) -> Path:
@@ -177,7 +184,8 @@ def train(
     seed: Annotated[int, typer.Option(help="Seed of the weights, shuffling and noise.")] = 0,
     checkpoint_every: Annotated[int, typer.Option(min=0, help="Save a checkpoint every N epochs (0: never).")] = 10,
     device: DeviceOpt = Device.auto,
-    precision: Annotated[Precision, typer.Option(help="auto: bf16 autocast where the hardware has it natively.")] = Precision.auto,
+    precision: Annotated[Precision, typer.Option(
+        help="auto: bf16 autocast where the hardware has it natively.")] = Precision.auto,
     resume: Annotated[Optional[Path], typer.Option(help="Continue from this checkpoint.", show_default=False)] = None,
     force: Annotated[bool, typer.Option("--force", help="Train into an --out that already holds a model.")] = False,
     json_out: JsonOpt = False,
@@ -321,7 +329,8 @@ def reconstruct(
     n_used = min(n, len(x))
     originals, recons = explore.reconstruct(model, x[:n_used])
     per_row = 10
-    rows = [r for a, b in zip(figures.chunk(originals, per_row), figures.chunk(recons, per_row)) for r in (a, b)]
+    pairs = zip(figures.chunk(originals, per_row), figures.chunk(recons, per_row), strict=True)
+    rows = [r for pair in pairs for r in pair]
     figures.save_image(figures.face_grid(rows, scale=scale), out)
     _done(json_out, {"out": str(out), "n": n_used, "split": split.value, "frames": frames[:n_used].tolist()},
           f"wrote {out}: {n_used} {split.value} images (rows of originals above their reconstructions)")
@@ -380,9 +389,7 @@ def traverse(
         _check_out(gif, ("gif",))
     model, ckpt, faces = _load(checkpoint, device, data)
     latent = model.latent_dim
-    for d in dim or []:
-        if not 0 <= d < latent:
-            raise UsageError(f"--dim {d} is outside the latent space; this model has dimensions 0..{latent - 1}")
+    _check_dims(dim, latent, "--dim")
     x, _ = explore.split_images(ckpt, faces, "test")
     if face >= len(x):
         raise UsageError(f"--face {face} is outside the test split; it has faces 0..{len(x) - 1}")
@@ -489,9 +496,7 @@ def manifold(
             dims = tuple(int(d) for d in kl.argsort()[::-1][:2]) if latent >= 2 else None
         if dims is None or latent < 2:
             raise UsageError("a manifold needs two latent dimensions; this model has one")
-        for d in dims:
-            if not 0 <= d < latent:
-                raise UsageError(f"--dims {d} is outside the latent space; this model has dimensions 0..{latent - 1}")
+        _check_dims(dims, latent, "--dims")
         if dims[0] == dims[1]:
             raise UsageError("--dims needs two different dimensions")
         directions = torch.eye(latent)[list(dims)]
@@ -503,8 +508,9 @@ def manifold(
         rows = explore.manifold(model, directions, grid, centre, scales)
         advance(grid)
     figures.save_image(figures.face_grid(rows, scale=scale, sep=0), out)
+    over = "the top two principal axes" if use_pca else f"dimensions {chosen[0]} and {chosen[1]}"
     _done(json_out, {"out": str(out), "grid": grid, "directions": chosen},
-          f"wrote {out}: {grid}x{grid} faces over {'principal axes' if use_pca else f'dimensions {chosen[0]} and {chosen[1]}'}")
+          f"wrote {out}: {grid}x{grid} faces over {over}")
 
 
 @command
@@ -525,10 +531,7 @@ def project(
 
     _check_out(out, _plot_formats())
     model, ckpt, faces = _load(checkpoint, device, data)
-    if dims is not None:
-        for d in dims:
-            if not 0 <= d < model.latent_dim:
-                raise UsageError(f"--dims {d} is outside the latent space; this model has dimensions 0..{model.latent_dim - 1}")
+    _check_dims(dims, model.latent_dim, "--dims")
     x, frames = explore.split_images(ckpt, faces, split.value)
     mu = explore.encode(model, x)[0].numpy()
     if dims is None:

@@ -63,7 +63,9 @@ def parse_mat(raw: bytes, where: str) -> np.ndarray:
     except NotImplementedError:
         raise DataError(f"{where} is a MATLAB v7.3 (HDF5) file; save it with -v7 (scipy reads v7 and older)") from None
     except Exception as e:  # scipy raises many types on foreign bytes; all mean the same to a user
-        raise DataError(f"{where} is not a readable MATLAB .mat file ({type(e).__name__}); expected frey_rawface.mat") from None
+        raise DataError(
+            f"{where} is not a readable MATLAB .mat file ({type(e).__name__}); expected frey_rawface.mat"
+        ) from None
     if "ff" not in mat:
         found = ", ".join(k for k in mat if not k.startswith("__")) or "nothing"
         raise DataError(f"{where} has no variable 'ff' (found: {found}); expected frey_rawface.mat")

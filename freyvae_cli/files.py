@@ -21,13 +21,13 @@ def _umask() -> int:
 def check_writable(path: str | Path, extensions: tuple[str, ...] | None = None) -> Path:
     """Fail before any work if `path` cannot be written (bad extension, a file where a folder is)."""
     path = Path(path)
+    if path.is_dir():
+        raise FreyError(f"cannot write {path}: it is a folder; give a file name")
     if extensions is not None and path.suffix.lower().lstrip(".") not in extensions:
         raise UsageError(
             f"cannot write {path}: unknown image format {path.suffix or '(no extension)'!r}; "
             f"use one of {', '.join('.' + e for e in extensions)}"
         )
-    if path.is_dir():
-        raise FreyError(f"cannot write {path}: it is a folder; give a file name")
     parent = path.parent
     while not parent.exists():
         parent = parent.parent

@@ -65,6 +65,20 @@ def run_freyvae(*args: str, cwd: Path | None = None, env: dict | None = None, ti
                           capture_output=True, text=True, timeout=timeout)
 
 
+def main_in_process(args: list[str], capsys) -> subprocess.CompletedProcess:
+    """The console entry point (freyvae_cli.cli.main) in this process: same code path, no start-up cost."""
+    from freyvae_cli.cli import main
+
+    capsys.readouterr()
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 0
+    captured = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, captured.out, captured.err)
+
+
 def last_json(stdout: str) -> dict:
     lines = [ln for ln in stdout.splitlines() if ln.strip()]
     assert len(lines) == 1, f"expected one JSON line on stdout, got: {stdout!r}"

@@ -1,0 +1,82 @@
+"""evaluate: the IW bound, the Bernoulli floor, active units, KL per dimension."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from freyvae_cli import checkpoint
+from freyvae_cli.cli import app
+from freyvae_cli.evaluate import active_units, bce_floor, evaluate, iw_nll
+from freyvae_cli.explore import split_images
+from freyvae_cli.model import VAE
+from tests.conftest import last_json, make_faces
+
+KEYS = {"neg_elbo", "reconstruction", "kl", "iw_nll", "bits_per_dim", "bce_floor", "excess", "kl_per_dim",
+        "active_units", "split", "n_images", "likelihood"}
+
+
+def test_evaluate_json_has_exactly_the_documented_keys(runner, trained, small_mat):
+    r = runner.invoke(app, ["evaluate", "-c", str(trained), "--data", str(small_mat), "--iw-samples", "50",
+                            "--json"])
+    assert r.exit_code == 0, r.output
+    out = last_json(r.stdout)
+    assert set(out) == KEYS
+    assert out["split"] == "test" and out["n_images"] == 12 and out["likelihood"] == "bernoulli"
+    assert out["neg_elbo"] == pytest.approx(out["reconstruction"] + out["kl"])
+    assert out["excess"] == pytest.approx(out["neg_elbo"] - out["bce_floor"])
+    assert out["kl"] == pytest.approx(sum(out["kl_per_dim"]), rel=1e-4, abs=1e-4)
+    assert out["bits_per_dim"] is None and out["excess"] > 0
+    assert "nats per image" in r.stderr
+
+
+def test_iw_bound_is_tighter_than_the_elbo_and_improves_with_k(trained, small_mat):
+    from freyvae_cli.data import load_faces
+
+    model, ckpt = checkpoint.load_model(trained)
+    x, _ = split_images(ckpt, load_faces(small_mat), "train")
+    elbo = evaluate(model, x, iw_samples=0, elbo_samples=50)["neg_elbo"]
+    nll = {k: float(iw_nll(model, x, k, torch.Generator().manual_seed(1)).mean()) for k in (1, 10, 200)}
+    k1 = np.mean([float(iw_nll(model, x, 1, torch.Generator().manual_seed(s)).mean()) for s in range(30)])
+    assert k1 == pytest.approx(elbo, abs=0.5)  # K = 1 is the ELBO itself, up to sampling noise
+    assert elbo >= nll[10] >= nll[200]
+    assert elbo - nll[200] > 1e-3
+
+
+def test_bce_floor_matches_numpy():
+    x = torch.from_numpy(make_faces(9)).unsqueeze(1)
+    p = x.numpy().astype(np.float64) / 255
+    with np.errstate(divide="ignore", invalid="ignore"):
+        h = -(np.where(p > 0, p * np.log(p), 0) + np.where(p < 1, (1 - p) * np.log(1 - p), 0))
+    assert bce_floor(x) == pytest.approx(h.reshape(9, -1).sum(1).mean(), rel=1e-12)
+
+
+def test_active_units_finds_exactly_the_dimensions_the_model_uses():
+    torch.manual_seed(0)
+    model = VAE(latent_dim=6).eval()
+    used = [0, 2, 5]
+    with torch.no_grad():
+        for d in range(6):
+            if d in used:
+                model.to_mu.weight[d] *= 50.0   # posterior means that move with the image
+            else:
+                model.to_mu.weight[d] = 0.0     # means that ignore the image ...
+                model.decoder[0].weight[:, d] = 0.0  # ... and a decoder that ignores the dimension
+    x = torch.from_numpy(make_faces(40)).unsqueeze(1)
+    mu, _ = model.encode(x.float() / 255)
+    assert active_units(mu) == 3
+    assert evaluate(model, x, iw_samples=0)["active_units"] == 3
+
+
+def test_discrete_likelihood_reports_bits_per_dim(runner, small_mat, tmp_path):
+    out = tmp_path / "run"
+    r = runner.invoke(app, ["train", "--data", str(small_mat), "--out", str(out), "--epochs", "1", "--latent-dim", "2",
+                            "--likelihood", "logistic", "--quiet"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["evaluate", "-c", str(out / "vae_final_model.pth"), "--data", str(small_mat),
+                            "--iw-samples", "20", "--json"])
+    res = last_json(r.stdout)
+    assert res["likelihood"] == "logistic" and res["bce_floor"] is None
+    assert res["bits_per_dim"]["neg_elbo"] == pytest.approx(res["neg_elbo"] / (560 * np.log(2)))
+    assert 0 < res["bits_per_dim"]["iw_nll"] <= res["bits_per_dim"]["neg_elbo"] + 0.05 < 20
