@@ -638,14 +638,12 @@ def info(
 # ----------------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: usage errors become one line too (Typer would draw a box)."""
-    from typer.exceptions import TyperException
-
+    # ClickException, from whichever click Typer uses (the click package, or its vendored copy)
+    click_exception = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        code = app(args=argv, prog_name="freyvae", standalone_mode=False)
-    except TyperException as e:
-        if type(e).__name__ == "NoArgsIsHelpError":
-            typer.echo(e.ctx.get_help())  # type: ignore[attr-defined]
-            sys.exit(0)
+        code = app(args=argv or ["--help"], prog_name="freyvae", standalone_mode=False)
+    except click_exception as e:
         ctx = getattr(e, "ctx", None)
         where = f" (see: {ctx.command_path} --help)" if ctx is not None else ""
         ui.error(f"{e.format_message()}{where}")

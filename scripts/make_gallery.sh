@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Re-make the README's gallery (docs/*.png) from one real 30-epoch run with default settings.
+# Usage: scripts/make_gallery.sh [path/to/frey_rawface.mat]   (needs `pip install .` first)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DATA=${1:-${FREYVAE_DATA:-data/frey_rawface.mat}}
+RUN=runs/gallery
+CK=$RUN/vae_final_model.pth
+mkdir -p docs
+[ -f "$CK" ] || freyvae train --data "$DATA" --out "$RUN" --epochs 30 --quiet
+common=(-c "$CK" --data "$DATA" --quiet)
+freyvae reconstruct "${common[@]}" -o docs/reconstructions.png
+freyvae sample -c "$CK" --quiet -n 20 -o docs/generated_samples.png
+freyvae traverse "${common[@]}" -o docs/latent_variations.png --gif docs/latent_variations.gif --scale 3
+freyvae interpolate "${common[@]}" --from 0 --to 7 --steps 10 -o docs/interpolation.png
+freyvae manifold "${common[@]}" --grid 16 -o docs/manifold.png
+freyvae manifold "${common[@]}" --pca --grid 16 -o docs/manifold_pca.png
+freyvae project "${common[@]}" --thumbnails -o docs/latent_space_2d.png
+cp "$RUN/loss_curve.png" docs/loss_curve.png
+freyvae evaluate "${common[@]}" --iw-samples 1000 --json > docs/evaluate.json
+ls -l docs/
