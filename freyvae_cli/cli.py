@@ -507,7 +507,7 @@ def manifold(
     with ui.task_progress("decoding the manifold", total=grid) as advance:
         rows = explore.manifold(model, directions, grid, centre, scales)
         advance(grid)
-    figures.save_image(figures.face_grid(rows, scale=scale, sep=0), out)
+    figures.save_image(figures.face_grid(rows, scale=scale, sep=1), out)
     over = "the top two principal axes" if use_pca else f"dimensions {chosen[0]} and {chosen[1]}"
     _done(json_out, {"out": str(out), "grid": grid, "directions": chosen},
           f"wrote {out}: {grid}x{grid} faces over {over}")

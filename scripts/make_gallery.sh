@@ -13,8 +13,8 @@ freyvae reconstruct "${common[@]}" -o docs/reconstructions.png
 freyvae sample -c "$CK" --quiet -n 20 -o docs/generated_samples.png
 freyvae traverse "${common[@]}" -o docs/latent_variations.png --gif docs/latent_variations.gif --scale 3
 freyvae interpolate "${common[@]}" --from 0 --to 7 --steps 10 -o docs/interpolation.png
-freyvae manifold "${common[@]}" --grid 16 -o docs/manifold.png
-freyvae manifold "${common[@]}" --pca --grid 16 -o docs/manifold_pca.png
+freyvae manifold "${common[@]}" --grid 10 --scale 3 -o docs/manifold.png
+freyvae manifold "${common[@]}" --pca --grid 10 --scale 3 -o docs/manifold_pca.png
 freyvae project "${common[@]}" --thumbnails -o docs/latent_space_2d.png
 cp "$RUN/loss_curve.png" docs/loss_curve.png
 freyvae evaluate "${common[@]}" --iw-samples 1000 --json > docs/evaluate.json

@@ -110,7 +110,7 @@ def test_interpolate_and_manifold(runner, trained, small_mat, tmp_path):
         r = runner.invoke(app, ["manifold", "-c", str(trained), "--data", str(small_mat), "--grid", "5",
                                 "--scale", "1", "-o", str(tmp_path / "m.png"), *extra])
         assert r.exit_code == 0, r.output
-        assert Image.open(tmp_path / "m.png").size == (5 * 20, 5 * 28)
+        assert Image.open(tmp_path / "m.png").size == (5 * 20 + 6, 5 * 28 + 6)
 
 
 def test_project_variants(runner, trained, small_mat, tmp_path):

@@ -1,0 +1,148 @@
+"""Training throughput: the plain tutorial loop against freyvae's trainer, same model, data and seed.
+
+Runs both interleaved (plain, freyvae, plain, freyvae, ...) for --reps repetitions of --epochs
+epochs each, and prints per-epoch medians (train pass + test pass), their ratio, both final test
+losses (nats per image) and the share of the two cores' fp32 peak that the training steps reach.
+
+    python benchmarks/bench_train.py --data ../shared/data/frey_rawface.mat --epochs 30 --reps 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, TensorDataset
+
+from freyvae_cli.config import TrainConfig
+from freyvae_cli.data import load_faces, pixel_hash, split_indices
+from freyvae_cli.model import VAE
+from freyvae_cli.train import train
+
+TRAIN_FLOP_PER_IMAGE = 42.3e6  # 3 x the forward pass's multiply-adds x 2 (see flop_count below)
+
+
+def flop_count(model: VAE) -> float:
+    """Forward FLOPs per image (2 per multiply-add) of the convolutions and dense layers."""
+    flops = 0
+    hooks = []
+
+    def count(module, inp, out):
+        nonlocal flops
+        if isinstance(module, torch.nn.Conv2d):
+            flops += 2 * out[0].numel() * module.in_channels * module.kernel_size[0] * module.kernel_size[1]
+        elif isinstance(module, torch.nn.ConvTranspose2d):
+            flops += 2 * inp[0][0].numel() * module.out_channels * module.kernel_size[0] * module.kernel_size[1]
+        elif isinstance(module, torch.nn.Linear):
+            flops += 2 * module.in_features * module.out_features
+
+    for m in model.modules():
+        hooks.append(m.register_forward_hook(count))
+    with torch.no_grad():
+        model(torch.rand(1, 1, 28, 20))
+    for h in hooks:
+        h.remove()
+    return flops
+
+
+def plain_loop(faces: np.ndarray, epochs: int, seed: int) -> tuple[list[float], float]:
+    """What a tutorial writes: DataLoader over a TensorDataset, NCHW float32, eager, default threads."""
+    torch.manual_seed(seed)
+    train_idx, test_idx = split_indices(len(faces))
+    x = torch.from_numpy(faces).float().unsqueeze(1) / 255.0
+    loader = DataLoader(TensorDataset(x[train_idx]), batch_size=32, shuffle=True)
+    test_x = x[test_idx]
+    model = VAE()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+    def loss_fn(batch):
+        params, mu, logvar = model(batch)
+        bce = F.binary_cross_entropy_with_logits(params, batch, reduction="sum")
+        kld = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
+        return (bce + kld) / len(batch)
+
+    times = []
+    test_loss = float("nan")
+    for _ in range(epochs):
+        t0 = time.perf_counter()
+        model.train()
+        for (batch,) in loader:
+            opt.zero_grad()
+            loss = loss_fn(batch)
+            loss.backward()
+            opt.step()
+        model.eval()
+        with torch.no_grad():
+            test_loss = loss_fn(test_x).item()
+        times.append(time.perf_counter() - t0)
+    return times, test_loss
+
+
+class _Silent:
+    def start(self, *a): ...
+    def step(self, *a): ...
+    def epoch(self, *a): ...
+
+
+def freyvae_loop(faces: np.ndarray, epochs: int, seed: int, precision: str) -> tuple[list[float], float]:
+    with tempfile.TemporaryDirectory() as out:
+        cfg = TrainConfig(out=out, epochs=epochs, seed=seed, checkpoint_every=0, precision=precision)
+        result = train(cfg, faces, pixel_hash(faces), _Silent())
+    return [r["seconds"] for r in result.history], result.history[-1]["test_loss"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default="data/frey_rawface.mat")
+    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--peak-gflops", type=float, default=0.0,
+                    help="fp32 peak of the cores used, GFLOP/s (default: 2 cores x 2 FMA x 16 lanes x 2 x GHz)")
+    ap.add_argument("--variants", default="plain,auto,fp32", help="plain, auto (freyvae default), fp32, bf16")
+    args = ap.parse_args()
+    faces = load_faces(args.data)
+    n_train = len(split_indices(len(faces))[0])
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {n_train} training images, "
+          f"{args.epochs} epochs x {args.reps} repetitions, interleaved")
+    per_epoch: dict[str, list[float]] = {}
+    losses: dict[str, list[float]] = {}
+    variants = args.variants.split(",")
+    for rep in range(args.reps):
+        for v in variants:
+            t0 = time.perf_counter()
+            times, loss = plain_loop(faces, args.epochs, args.seed) if v == "plain" else \
+                freyvae_loop(faces, args.epochs, args.seed, v)
+            per_epoch.setdefault(v, []).append(statistics.median(times))
+            losses.setdefault(v, []).append(loss)
+            print(f"  rep {rep + 1} {v:>6}: {statistics.median(times):.3f} s/epoch (median), test loss {loss:.2f} "
+                  f"nats/image, {time.perf_counter() - t0:.1f} s")
+    flops = flop_count(VAE())
+    peak = args.peak_gflops or 2 * 2 * 16 * 2 * _ghz()
+    print(f"\nmodel: {flops / 1e6:.1f} MFLOP forward, ~{3 * flops / 1e6:.1f} MFLOP per image per training step; "
+          f"fp32 peak assumed {peak:.0f} GFLOP/s")
+    base = statistics.median(per_epoch.get("plain", [float("nan")]))
+    print(f"{'variant':>8} {'s/epoch':>8} {'speed-up':>9} {'test loss':>10} {'GFLOP/s':>8} {'% peak':>7}")
+    for v in variants:
+        med = statistics.median(per_epoch[v])
+        gflops = 3 * flops * n_train / med / 1e9
+        print(f"{v:>8} {med:8.3f} {base / med:8.2f}x {statistics.median(losses[v]):10.2f} {gflops:8.1f} "
+              f"{100 * gflops / peak:6.1f}%")
+
+
+def _ghz() -> float:
+    try:
+        with open("/proc/cpuinfo") as f:
+            mhz = [float(line.split(":")[1]) for line in f if line.startswith("cpu MHz")]
+        return (max(mhz) / 1000) if mhz else 2.5
+    except OSError:
+        return 2.5
+
+
+if __name__ == "__main__":
+    main()
