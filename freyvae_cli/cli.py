@@ -239,8 +239,9 @@ def _train(cfg, explicit: set[str], resume: Path | None, resume_ckpt: dict | Non
     path = Path(cfg.data)
     if not path.exists() and resume is None:
         if sys.stdin.isatty() and sys.stderr.isatty() and not quiet and not json_out:
-            if typer.confirm(f"{path} not found. Download it from {fdata.URL}?", err=True):
+            if typer.confirm(f"{path} not found. Download it from {fdata.data_url()}?", err=True):
                 fdata.download(path)
+                ui.info(f"saved {path}")
     faces = fdata.load_faces(path)
     data_hash = fdata.pixel_hash(faces)
     if resume_ckpt is not None:
@@ -282,7 +283,8 @@ def _train(cfg, explicit: set[str], resume: Path | None, resume_ckpt: dict | Non
 def download(
     to: Annotated[Optional[Path], typer.Option("--to", help="Where to save it. [default: $FREYVAE_DATA, "
                                                "else data/frey_rawface.mat]", show_default=False)] = None,
-    url: Annotated[Optional[str], typer.Option(help="Download from another address (a mirror).",
+    url: Annotated[Optional[str], typer.Option(help="Download from another address (a mirror). "
+                                               "[default: $FREYVAE_DATA_URL, else Sam Roweis' page]",
                                                show_default=False)] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace a file that is already there.")] = False,
     json_out: JsonOpt = False,
@@ -293,7 +295,7 @@ def download(
     from freyvae_cli.files import check_writable
 
     dest = check_writable(to or fdata.default_data_path())
-    url = url or fdata.URL
+    url = url or fdata.data_url()
     if dest.exists() and not force:
         faces = fdata.load_faces(dest)
         _done(json_out, {"path": str(dest), "images": len(faces), "downloaded": False,

@@ -28,6 +28,11 @@ class DataError(FreyError):
     """The data file is missing or is not the Frey Face file."""
 
 
+def data_url() -> str:
+    """`FREYVAE_DATA_URL` (a mirror) if set, else the canonical address."""
+    return os.environ.get("FREYVAE_DATA_URL") or URL
+
+
 def default_data_path() -> Path:
     """`FREYVAE_DATA` if set, else data/frey_rawface.mat."""
     return Path(os.environ.get("FREYVAE_DATA") or DEFAULT_PATH)
@@ -106,12 +111,13 @@ def split_indices(n: int, test_fraction: float = 0.2, split_seed: int = 0) -> tu
 
 def download(
     dest: str | Path,
-    url: str = URL,
+    url: str | None = None,
     timeout: float = 60.0,
     on_progress: Callable[[int, int | None], None] | None = None,
 ) -> np.ndarray:
     """Fetch the file, check it is the Frey Face data, then move it into place atomically."""
     dest = Path(dest)
+    url = url or data_url()
     chunks: list[bytes] = []
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:

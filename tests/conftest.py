@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +64,40 @@ def run_freyvae(*args: str, cwd: Path | None = None, env: dict | None = None, ti
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, "-m", "freyvae_cli", *args], cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def run_in_pty(args: list[str], env: dict | None = None, cwd: Path | None = None,
+               answers: dict[str, bytes] | None = None, timeout: float = 120) -> tuple[int, str]:
+    """The console program in a real pseudo-terminal; `answers` maps a prompt's text to the keys typed."""
+    import pty
+    import select
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "freyvae_cli", *args], stdin=slave, stdout=slave, stderr=slave,
+                            cwd=cwd, env={**os.environ, "COLUMNS": "120", **(env or {})})
+    os.close(slave)
+    seen, pending = b"", dict(answers or {})
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([master], [], [], 0.2)
+        if not ready:
+            if proc.poll() is not None:
+                break
+            continue
+        try:
+            data = os.read(master, 4096)
+        except OSError:
+            break
+        if not data:
+            break
+        seen += data
+        for prompt, keys in list(pending.items()):
+            if prompt.encode() in seen:
+                os.write(master, keys)
+                del pending[prompt]
+    proc.wait(timeout=30)
+    os.close(master)
+    return proc.returncode, seen.decode(errors="replace")
 
 
 def main_in_process(args: list[str], capsys) -> subprocess.CompletedProcess:

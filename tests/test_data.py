@@ -12,7 +12,7 @@ import pytest
 
 from freyvae_cli.cli import app
 from freyvae_cli.data import DataError, load_faces, pixel_hash, split_indices
-from tests.conftest import REAL_DATA, last_json, make_faces, write_mat
+from tests.conftest import REAL_DATA, last_json, make_faces, run_in_pty, write_mat
 
 README_HASH = "fbd70c2c992104024a20f4d253da1a1132eb6bf8ed142dccbe7d2b1743b705c4"
 
@@ -108,3 +108,25 @@ def test_env_var_sets_the_default_data_path(runner, tmp_path, monkeypatch):
 def test_data_error_is_the_tools_error(tmp_path):
     with pytest.raises(DataError):
         load_faces(Path(tmp_path / "missing.mat"))
+
+
+def test_train_offers_the_download_in_a_terminal(http_root, tmp_path):
+    root, base = http_root
+    write_mat(root / "frey_rawface.mat", make_faces(40))
+    env = {"FREYVAE_DATA_URL": f"{base}/frey_rawface.mat", "FREYVAE_DATA": ""}
+    code, text = run_in_pty(["train", "--epochs", "1", "--latent-dim", "2"], env=env, cwd=tmp_path,
+                            answers={"Download it from": b"y\n"})
+    assert code == 0, text
+    assert f"{base}/frey_rawface.mat" in text
+    assert load_faces(tmp_path / "data" / "frey_rawface.mat").shape == (40, 28, 20)
+    assert (tmp_path / "runs" / "vae_final_model.pth").is_file()
+
+
+def test_declining_the_download_writes_nothing(http_root, tmp_path):
+    root, base = http_root
+    write_mat(root / "frey_rawface.mat", make_faces(40))
+    code, text = run_in_pty(["train", "--epochs", "1"], env={"FREYVAE_DATA_URL": f"{base}/frey_rawface.mat",
+                                                             "FREYVAE_DATA": ""},
+                            cwd=tmp_path, answers={"Download it from": b"n\n"})
+    assert code == 1 and "not found" in text
+    assert not (tmp_path / "data").exists() and not (tmp_path / "runs").exists()

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import pty
-import subprocess
-import sys
-
 import torch
 from PIL import Image
 
 from freyvae_cli import checkpoint
 from freyvae_cli.cli import app
 from freyvae_cli.figures import face_grid
-from tests.conftest import last_json
+from tests.conftest import last_json, run_in_pty
 
 
 def _known_kl_checkpoint(trained, tmp_path):
@@ -57,32 +52,13 @@ def test_grid_size_scale_and_labels():
     assert (np.asarray(labelled)[:, : labelled.size[0] - plain.size[0]] < 128).any()
 
 
-def _run_in_pty(args, env):
-    master, slave = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "freyvae_cli", *args], stdin=slave, stdout=slave, stderr=slave,
-                            env={**os.environ, **env, "COLUMNS": "120"})
-    os.close(slave)
-    chunks = []
-    while True:
-        try:
-            data = os.read(master, 4096)
-        except OSError:
-            break
-        if not data:
-            break
-        chunks.append(data)
-    proc.wait(timeout=120)
-    os.close(master)
-    return proc.returncode, b"".join(chunks).decode(errors="replace")
-
-
 def test_progress_redraws_in_a_terminal_and_honours_no_color(small_mat, tmp_path):
     args = ["train", "--data", str(small_mat), "--epochs", "3", "--latent-dim", "2", "--batch-size", "4"]
-    code, text = _run_in_pty([*args, "--out", str(tmp_path / "a")], {})
+    code, text = run_in_pty([*args, "--out", str(tmp_path / "a")], {})
     assert code == 0
     assert "batch" in text and "eta" in text and "loss" in text
     assert "\x1b[" in text  # cursor control: the bar redraws in place
     assert "\x1b[3" in text or "\x1b[9" in text or "38;" in text  # colours
-    code, text = _run_in_pty([*args, "--out", str(tmp_path / "b")], {"NO_COLOR": "1"})
+    code, text = run_in_pty([*args, "--out", str(tmp_path / "b")], {"NO_COLOR": "1"})
     assert code == 0 and "batch" in text
     assert "38;5" not in text and "\x1b[31m" not in text and "\x1b[32m" not in text
