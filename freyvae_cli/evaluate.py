@@ -36,7 +36,7 @@ def _log_normal(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torc
 
 
 @torch.no_grad()
-def iw_nll(model: VAE, x: torch.Tensor, k: int, gen: torch.Generator, decode_batch: int = 8192,
+def iw_nll(model: VAE, x: torch.Tensor, k: int, gen: torch.Generator, decode_batch: int = 2048,
            advance: Callable[[int], None] = lambda n: None) -> torch.Tensor:
     """-log (1/K sum_k w_k) per image, with K importance samples drawn in large batches."""
     device = next(model.parameters()).device
