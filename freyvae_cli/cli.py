@@ -201,22 +201,23 @@ def train(
     if not 0 < test_fraction < 1:
         raise UsageError(f"--test-fraction must be between 0 and 1 (got {test_fraction})")
     explicit = {p for p in ctx.params if ctx.get_parameter_source(p).name not in ("DEFAULT", "DEFAULT_MAP")}
-    cfg = TrainConfig()
     resume_ckpt = None
-    if resume is not None:
+    if resume is not None:  # a resumed run keeps its own settings but for those given here
         from freyvae_cli import checkpoint as ck
 
         resume_ckpt = ck.load(resume)
-        cfg = TrainConfig.from_dict(resume_ckpt["config"])
-        out = out if out is not None else resume.parent
+    cfg = TrainConfig.from_dict(resume_ckpt["config"]) if resume_ckpt else TrainConfig()
     for f in fields(TrainConfig):
-        if f.name in explicit or resume is None:
-            value = ctx.params[f.name] if f.name in ctx.params else getattr(cfg, f.name)
-            value = value.value if isinstance(value, Enum) else value
-            setattr(cfg, f.name, getattr(cfg, f.name) if value is None else value)
-    cfg.data = str(data) if data is not None else (cfg.data if resume else str(_resolve_data(None)))
-    cfg.out = str(out if out is not None else Path("runs"))
-    cfg.epochs = epochs if ("epochs" in explicit or resume is None) else max(cfg.epochs, resume_ckpt["epoch"])
+        value = ctx.params.get(f.name)
+        if value is not None and (resume is None or f.name in explicit):
+            setattr(cfg, f.name, value.value if isinstance(value, Enum) else str(value) if isinstance(value, Path)
+                    else value)
+    if resume_ckpt is None:
+        cfg.data, cfg.out = str(data or _resolve_data(None)), str(out or "runs")
+    else:
+        cfg.out = str(out or resume.parent)
+        if "epochs" not in explicit:
+            cfg.epochs = max(cfg.epochs, resume_ckpt["epoch"])
     _train(cfg, explicit, resume, resume_ckpt, force, json_out, quiet)
 
 

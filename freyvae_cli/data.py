@@ -57,24 +57,62 @@ def _check_ff(ff: object, where: str) -> np.ndarray:
     return np.ascontiguousarray(ff.T.reshape(-1, HEIGHT, WIDTH).astype(np.uint8))
 
 
-def parse_mat(raw: bytes, where: str) -> np.ndarray:
-    """Faces (N, 28, 20) uint8 from the bytes of a .mat file."""
+def _read_mat(raw: bytes) -> tuple[str, object]:
+    """("ok", (variable names, ff or None)) or ("error", exception type name)."""
     import scipy.io
 
-    if raw[:8] == b"\x89HDF\r\n\x1a\n" or raw[512:520] == b"\x89HDF\r\n\x1a\n":
-        raise DataError(f"{where} is a MATLAB v7.3 (HDF5) file; save it with -v7 (scipy reads v7 and older)")
     try:
         mat = scipy.io.loadmat(io.BytesIO(raw))
     except NotImplementedError:
-        raise DataError(f"{where} is a MATLAB v7.3 (HDF5) file; save it with -v7 (scipy reads v7 and older)") from None
+        return "error", "NotImplementedError"
     except Exception as e:  # scipy raises many types on foreign bytes; all mean the same to a user
-        raise DataError(
-            f"{where} is not a readable MATLAB .mat file ({type(e).__name__}); expected frey_rawface.mat"
-        ) from None
-    if "ff" not in mat:
-        found = ", ".join(k for k in mat if not k.startswith("__")) or "nothing"
-        raise DataError(f"{where} has no variable 'ff' (found: {found}); expected frey_rawface.mat")
-    return _check_ff(mat["ff"], where)
+        return "error", type(e).__name__
+    return "ok", ([k for k in mat if not k.startswith("__")], mat.get("ff"))
+
+
+def _read_mat_isolated(raw: bytes) -> tuple[str, object]:
+    """_read_mat in a forked child: scipy's MAT reader can crash the interpreter on corrupt bytes
+    (the fuzz tests found a segmentation fault), and a crash must become an error message."""
+    if not hasattr(os, "fork"):
+        return _read_mat(raw)
+    import pickle
+    import warnings
+
+    rfd, wfd = os.pipe()
+    with warnings.catch_warnings():  # Python 3.12+ warns about forking a threaded process
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # the child: read, send the result back, leave without running any cleanup
+        try:
+            os.close(rfd)
+            with os.fdopen(wfd, "wb") as pipe:
+                pipe.write(pickle.dumps(_read_mat(raw)))
+        finally:
+            os._exit(0)
+    os.close(wfd)
+    with os.fdopen(rfd, "rb") as pipe:
+        payload = pipe.read()
+    os.waitpid(pid, 0)
+    if not payload:
+        return "error", "crash in the MATLAB reader"
+    return pickle.loads(payload)  # our own child's bytes
+
+
+def parse_mat(raw: bytes, where: str) -> np.ndarray:
+    """Faces (N, 28, 20) uint8 from the bytes of a .mat file."""
+    v73 = f"{where} is a MATLAB v7.3 (HDF5) file; save it with -v7 (scipy reads v7 and older)"
+    if raw[:8] == b"\x89HDF\r\n\x1a\n" or raw[512:520] == b"\x89HDF\r\n\x1a\n":
+        raise DataError(v73)
+    status, result = _read_mat_isolated(raw)
+    if status == "error":
+        if result == "NotImplementedError":
+            raise DataError(v73)
+        raise DataError(f"{where} is not a readable MATLAB .mat file ({result}); expected frey_rawface.mat")
+    names, ff = result
+    if ff is None:
+        raise DataError(f"{where} has no variable 'ff' (found: {', '.join(names) or 'nothing'}); "
+                        "expected frey_rawface.mat")
+    return _check_ff(ff, where)
 
 
 def load_faces(path: str | Path) -> np.ndarray:

@@ -198,3 +198,16 @@ def test_mutated_checkpoints_give_only_checkpoint_errors(ckpt_and_data, tmp_path
             pass
     assert os.listdir(tmp_path)  # the loop ran on real files
     assert torch.load(ckpt_and_data[0], weights_only=True)["epoch"] == 1
+
+
+def test_a_mat_file_that_crashes_scipy_gives_an_error_not_a_crash(tmp_path):
+    """scipy's MAT reader dies with a segmentation fault on these bytes (found by the fuzz test above)."""
+    buf = io.BytesIO()
+    scipy.io.savemat(buf, {"ff": make_faces(3).reshape(3, 560).T})
+    raw = bytearray(buf.getvalue())
+    raw[175:177] = bytes.fromhex("25f2")
+    path = tmp_path / "crash.mat"
+    path.write_bytes(bytes(raw))
+    r = run_freyvae("train", "--data", str(path), "--out", str(tmp_path / "run"))
+    line = _assert_one_line_error(r, codes=(1,))
+    assert "not a readable MATLAB" in line and str(path) in line
