@@ -469,7 +469,7 @@ def manifold(
     checkpoint: CheckpointOpt = Path(DEFAULT_CHECKPOINT),
     data: DataOpt = None,
     out: Annotated[Path, typer.Option("--out", "-o")] = Path("manifold.png"),
-    scale: ScaleOpt = 2,
+    scale: ScaleOpt = 4,
     device: DeviceOpt = Device.auto,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -508,8 +508,7 @@ def manifold(
         scales = (1.0, 1.0)
         chosen = list(dims)
     with ui.task_progress("decoding the manifold", total=grid) as advance:
-        rows = explore.manifold(model, directions, grid, centre, scales)
-        advance(grid)
+        rows = explore.manifold(model, directions, grid, centre, scales, on_row=advance)
     figures.save_image(figures.face_grid(rows, scale=scale, sep=1), out)
     over = "the top two principal axes" if use_pca else f"dimensions {chosen[0]} and {chosen[1]}"
     _done(json_out, {"out": str(out), "grid": grid, "directions": chosen},

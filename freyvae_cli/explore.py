@@ -85,7 +85,7 @@ def pca(mu: np.ndarray, k: int = 2) -> tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
 def manifold(model: VAE, directions: torch.Tensor, grid: int, centre: torch.Tensor | None = None,
-             scales: tuple[float, float] = (1.0, 1.0)) -> list[np.ndarray]:
+             scales: tuple[float, float] = (1.0, 1.0), on_row=lambda: None) -> list[np.ndarray]:
     """A grid x grid image of decodes over two directions, spaced by Gaussian quantiles.
 
     As in Kingma & Welling's Frey Face figure: coordinates are the inverse normal CDF of evenly
@@ -101,4 +101,5 @@ def manifold(model: VAE, directions: torch.Tensor, grid: int, centre: torch.Tens
         b = torch.full((grid,), float(q[grid - 1 - i]) * scales[1])
         z = centre + a.unsqueeze(1) * directions[0] + b.unsqueeze(1) * directions[1]
         rows.append(decode(model, z))
+        on_row()
     return rows

@@ -45,12 +45,13 @@ def test_same_seed_same_weights_and_images(runner, small_mat, tmp_path):
 
 
 def test_resume_gives_the_same_weights_bit_for_bit(runner, small_mat, tmp_path):
-    assert _train(runner, small_mat, tmp_path / "straight", "--epochs", "4", "--kl-warmup", "2").exit_code == 0
-    assert _train(runner, small_mat, tmp_path / "half", "--epochs", "2", "--kl-warmup", "2").exit_code == 0
-    r = runner.invoke(app, ["train", "--resume", str(tmp_path / "half" / "vae_final_model.pth"), "--epochs", "4",
+    """10 epochs, then a resume to 20, against 20 straight (with a KL warm-up spanning the cut)."""
+    assert _train(runner, small_mat, tmp_path / "straight", "--epochs", "20", "--kl-warmup", "12").exit_code == 0
+    assert _train(runner, small_mat, tmp_path / "half", "--epochs", "10", "--kl-warmup", "12").exit_code == 0
+    r = runner.invoke(app, ["train", "--resume", str(tmp_path / "half" / "vae_final_model.pth"), "--epochs", "20",
                             "--json"])
     assert r.exit_code == 0, r.output
-    assert last_json(r.stdout)["epochs"] == 4
+    assert last_json(r.stdout)["epochs"] == 20
     assert _same(_weights(tmp_path / "straight" / "vae_final_model.pth"),
                  _weights(tmp_path / "half" / "vae_final_model.pth"))
     straight = torch.load(tmp_path / "straight" / "vae_final_model.pth", weights_only=True)
