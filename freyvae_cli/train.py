@@ -170,6 +170,9 @@ def train(
     if resume is not None:
         model.load_state_dict(resume["model"])
         optimizer.load_state_dict(resume["optimizer"])
+        saved_type = resume["rng"].get("device_type", "cpu")
+        if saved_type != device.type:  # generator states do not carry across device types
+            raise UsageError(f"this run was trained on {saved_type}; resume it there with --device {saved_type}")
         shuffle_gen.set_state(resume["rng"]["shuffle"])
         noise_gen.set_state(resume["rng"]["noise"])
         history = list(resume["history"])
@@ -191,7 +194,8 @@ def train(
             "split": {"train": torch.from_numpy(train_idx), "test": torch.from_numpy(test_idx)},
             "data_hash": data_hash,
             "history": history,
-            "rng": {"shuffle": shuffle_gen.get_state(), "noise": noise_gen.get_state()},
+            "rng": {"shuffle": shuffle_gen.get_state(), "noise": noise_gen.get_state(),
+                    "device_type": device.type},
             "progress": progress,
             "versions": {"freyvae": __version__, "torch": str(torch.__version__),
                          "numpy": str(np.__version__), "python": platform.python_version()},

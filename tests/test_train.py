@@ -187,3 +187,16 @@ def test_signals_at_many_moments_never_leave_a_broken_file(small_mat, tmp_path):
             assert not p.name.endswith(".tmp")
             if p.suffix == ".pth":
                 torch.load(p, weights_only=True)
+
+
+def test_resume_on_another_device_type_is_refused(runner, small_mat, tmp_path):
+    from freyvae_cli import checkpoint
+
+    assert _train(runner, small_mat, tmp_path / "run", "--epochs", "1").exit_code == 0
+    ckpt = torch.load(tmp_path / "run" / "vae_final_model.pth", weights_only=True)
+    assert ckpt["rng"]["device_type"] == "cpu"
+    ckpt["rng"]["device_type"] = "cuda"
+    checkpoint.save(tmp_path / "gpu.pth", {k: v for k, v in ckpt.items() if k != "format"})
+    r = runner.invoke(app, ["train", "--resume", str(tmp_path / "gpu.pth"), "--epochs", "2", "--out",
+                            str(tmp_path / "run2")])
+    assert r.exit_code == 2 and "--device cuda" in r.stderr
