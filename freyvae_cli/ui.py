@@ -41,8 +41,9 @@ def emit_json(obj: dict) -> None:
 
 def _fmt_epoch(r: dict, total: int) -> str:
     return (
-        f"epoch {r['epoch']:>3}/{total}  train {r['train_loss']:8.2f}  "
-        f"test {r['test_loss']:8.2f} (rec {r['test_reconstruction']:.2f} + KL {r['test_kl']:.2f})  "
+        f"epoch {r['epoch']:>3}/{total}  "
+        f"train {r['train_loss']:.2f} (rec {r['train_reconstruction']:.2f} + KL {r['train_kl']:.2f})  "
+        f"test {r['test_loss']:.2f} (rec {r['test_reconstruction']:.2f} + KL {r['test_kl']:.2f})  "
         f"nats/image  {r['seconds']:.2f}s"
     )
 
