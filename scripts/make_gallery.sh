@@ -17,5 +17,8 @@ freyvae manifold "${common[@]}" --grid 10 --scale 3 -o docs/manifold.png
 freyvae manifold "${common[@]}" --pca --grid 10 --scale 3 -o docs/manifold_pca.png
 freyvae project "${common[@]}" --thumbnails -o docs/latent_space_2d.png
 cp "$RUN/loss_curve.png" docs/loss_curve.png
+# The classic picture: a model with a 2-d latent space, its whole manifold on one grid.
+[ -f runs/gallery2d/vae_final_model.pth ] || freyvae train --data "$DATA" --out runs/gallery2d --latent-dim 2 --quiet
+freyvae manifold -c runs/gallery2d/vae_final_model.pth --data "$DATA" --quiet --grid 12 --scale 2 -o docs/manifold_2d.png
 freyvae evaluate "${common[@]}" --iw-samples 1000 --json > docs/evaluate.json
 ls -l docs/
