@@ -140,22 +140,12 @@ def _check_dims(dims, latent: int, option: str) -> None:
             raise UsageError(f"{option} {d} is outside the latent space; this model has dimensions 0..{latent - 1}")
 
 
-def _check_out(path: Path, formats: tuple[str, ...]) -> Path:
+def _check_out(path: Path, kind: str = "grid") -> Path:
+    """Fail before any work if `path` cannot be written as a face grid, a plot or a GIF."""
+    from freyvae_cli.figures import GRID_FORMATS, PLOT_FORMATS
     from freyvae_cli.files import check_writable
 
-    return check_writable(path, formats)
-
-
-def _grid_formats() -> tuple[str, ...]:
-    from freyvae_cli.figures import GRID_FORMATS
-
-    return GRID_FORMATS
-
-
-def _plot_formats() -> tuple[str, ...]:
-    from freyvae_cli.figures import PLOT_FORMATS
-
-    return PLOT_FORMATS
+    return check_writable(path, {"grid": GRID_FORMATS, "plot": PLOT_FORMATS, "gif": ("gif",)}[kind])
 
 
 def _done(json_out: bool, payload: dict, message: str) -> None:
@@ -326,7 +316,7 @@ def reconstruct(
     """Originals above, their reconstructions (through the posterior mean) below."""
     from freyvae_cli import explore, figures
 
-    _check_out(out, _grid_formats())
+    _check_out(out)
     model, ckpt, faces = _load(checkpoint, device, data)
     x, frames = explore.split_images(ckpt, faces, split.value)
     n_used = min(n, len(x))
@@ -354,7 +344,7 @@ def sample(
     """New faces: decode z drawn from the prior N(0, I)."""
     from freyvae_cli import explore, figures
 
-    _check_out(out, _grid_formats())
+    _check_out(out)
     model, _, _ = _load(checkpoint, device, need_data=False)
     faces = explore.sample(model, n, seed)
     figures.save_image(figures.face_grid(figures.chunk(faces, cols), scale=scale), out)
@@ -387,9 +377,9 @@ def traverse(
 
     if span <= 0:
         raise UsageError(f"--range must be above 0 (got {span})")
-    _check_out(out, _grid_formats())
+    _check_out(out)
     if gif is not None:
-        _check_out(gif, ("gif",))
+        _check_out(gif, "gif")
     model, ckpt, faces = _load(checkpoint, device, data)
     latent = model.latent_dim
     _check_dims(dim, latent, "--dim")
@@ -435,9 +425,9 @@ def interpolate(
     """Decode the path between the latent means of two test faces (ends shown as originals)."""
     from freyvae_cli import explore, figures
 
-    _check_out(out, _grid_formats())
+    _check_out(out)
     if gif is not None:
-        _check_out(gif, ("gif",))
+        _check_out(gif, "gif")
     model, ckpt, faces = _load(checkpoint, device, data)
     x, frames = explore.split_images(ckpt, faces, "test")
     for name, i in (("--from", from_), ("--to", to)):
@@ -481,7 +471,7 @@ def manifold(
 
     if dims is not None and use_pca:
         raise UsageError("give either --dims A B or --pca, not both")
-    _check_out(out, _grid_formats())
+    _check_out(out)
     model, ckpt, faces = _load(checkpoint, device, data)
     latent = model.latent_dim
     x, _ = explore.split_images(ckpt, faces, "test")
@@ -531,7 +521,7 @@ def project(
     """2-D map of the latent means (PCA), coloured by frame index in the video."""
     from freyvae_cli import explore, figures
 
-    _check_out(out, _plot_formats())
+    _check_out(out, "plot")
     model, ckpt, faces = _load(checkpoint, device, data)
     _check_dims(dims, model.latent_dim, "--dims")
     x, frames = explore.split_images(ckpt, faces, split.value)
