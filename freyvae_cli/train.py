@@ -204,9 +204,9 @@ def train(
     def result(final: Path | None) -> TrainResult:
         return TrainResult(history, final, time.perf_counter() - started, stop.signum, saved)
 
-    reporter.start(cfg, epoch_done + 1, n_steps)
     model.train()
     with stop.installed():
+        reporter.start(cfg, epoch_done + 1, n_steps)  # after the handlers: a signal from now on is caught
         for epoch in range(epoch_done + 1, cfg.epochs + 1):
             t0 = time.perf_counter()
             if progress is not None:  # resuming inside an epoch
