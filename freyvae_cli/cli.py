@@ -324,7 +324,9 @@ def reconstruct(
     per_row = 10
     pairs = zip(figures.chunk(originals, per_row), figures.chunk(recons, per_row), strict=True)
     rows = [r for pair in pairs for r in pair]
-    figures.save_image(figures.face_grid(rows, scale=scale), out)
+    title = f"{split.value} faces (odd rows) and their reconstructions (even rows)" if n_used > per_row \
+        else f"{split.value} faces (top) and their reconstructions (bottom)"
+    figures.save_image(figures.face_grid(rows, scale=scale, title=title), out)
     _done(json_out, {"out": str(out), "n": n_used, "split": split.value, "frames": frames[:n_used].tolist()},
           f"wrote {out}: {n_used} {split.value} images (rows of originals above their reconstructions)")
 

@@ -65,8 +65,10 @@ def test_reconstruct_grid_shows_the_test_images_above(runner, trained, small_mat
                             "-n", "4", "--scale", "2", "--json"])
     assert r.exit_code == 0, r.output
     img = np.asarray(Image.open(out))
-    sep = 2
-    assert img.shape == (2 * 56 + 3 * sep, 4 * 40 + 5 * sep)
+    sep, title_h = 2, 10 + 4 * 2  # the title line: font of max(10, 3 * scale) px plus margins
+    assert img.shape == (title_h + 2 * 56 + 3 * sep, 4 * 40 + 5 * sep)
+    assert (img[:title_h] < 128).any()  # the title is drawn
+    img = img[title_h:]
     ckpt = torch.load(trained, weights_only=True)
     from freyvae_cli.data import load_faces
 

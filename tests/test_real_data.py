@@ -24,7 +24,7 @@ def test_two_epochs_on_the_real_data_then_every_command(tmp_path):
     assert ckpt["data_hash"].startswith("fbd70c2c")
 
     for args, name, size in (
-        (["reconstruct"], "reconstructions.png", (10 * 80 + 11 * 2, 2 * 112 + 3 * 2)),
+        (["reconstruct"], "reconstructions.png", (10 * 80 + 11 * 2, 12 + 4 * 2 + 2 * 112 + 3 * 2)),
         (["sample", "-n", "10"], "generated_samples.png", (10 * 80 + 11 * 2, 112 + 2 * 2)),
         (["traverse", "--dim", "2"], "latent_variations.png", None),
         (["project"], "latent_space_2d.png", None),
