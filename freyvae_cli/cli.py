@@ -102,14 +102,14 @@ def _root(
 
 
 def _resolve_data(data: Path | None, ckpt: dict | None = None) -> Path:
+    """--data, else $FREYVAE_DATA, else the file the model was trained on, else data/frey_rawface.mat."""
     from freyvae_cli.data import default_data_path
 
     if data is not None:
         return data
-    if os.environ.get("FREYVAE_DATA"):
-        return Path(os.environ["FREYVAE_DATA"])
-    if ckpt is not None and Path(ckpt["config"].get("data", "")).is_file():
-        return Path(ckpt["config"]["data"])
+    trained_on = Path(ckpt["config"].get("data", "")) if ckpt is not None else None
+    if not os.environ.get("FREYVAE_DATA") and trained_on is not None and trained_on.is_file():
+        return trained_on
     return default_data_path()
 
 
@@ -425,6 +425,8 @@ def interpolate(
     quiet: QuietOpt = False,
 ) -> None:
     """Decode the path between the latent means of two test faces (ends shown as originals)."""
+    import numpy as np
+
     from freyvae_cli import explore, figures
 
     _check_out(out)
@@ -438,10 +440,7 @@ def interpolate(
     mu, _ = explore.encode(model, x[[from_, to]])
     path = explore.decode(model, explore.interpolate(mu[0], mu[1], steps, slerp))
     ends = x[[from_, to]].squeeze(1).numpy() / 255.0
-    strip = [ends[:1], path, ends[1:]]
-    import numpy as np
-
-    row = np.concatenate(strip)
+    row = np.concatenate([ends[:1], path, ends[1:]])
     figures.save_image(figures.face_grid([row], scale=scale), out)
     if gif is not None:
         order = list(range(steps)) + list(range(steps - 2, 0, -1))
@@ -495,8 +494,7 @@ def manifold(
         if dims[0] == dims[1]:
             raise UsageError("--dims needs two different dimensions")
         directions = torch.eye(latent)[list(dims)]
-        centre = torch.zeros(latent) if latent == 2 else centre
-        centre[list(dims)] = 0.0
+        centre[list(dims)] = 0.0  # the other dimensions stay at the test set's mean
         scales = (1.0, 1.0)
         chosen = list(dims)
     with ui.task_progress("decoding the manifold", total=grid) as advance:
@@ -530,12 +528,7 @@ def project(
     mu = explore.encode(model, x)[0].numpy()
     if dims is None:
         points, _, share = explore.pca(mu)
-        labels = (f"PC 1 ({share[0]:.0%} of variance)", f"PC 2 ({share[1]:.0%} of variance)") if len(share) > 1 \
-            else ("PC 1", "-")
-        if points.shape[1] == 1:
-            import numpy as np
-
-            points = np.concatenate([points, np.zeros_like(points)], 1)
+        labels = (f"PC 1 ({share[0]:.0%} of variance)", f"PC 2 ({share[1]:.0%} of variance)")
     else:
         points, labels, share = mu[:, list(dims)], (f"z[{dims[0]}]", f"z[{dims[1]}]"), []
     title = f"latent means of the {len(x)} {split.value} images"

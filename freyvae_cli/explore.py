@@ -81,6 +81,9 @@ def pca(mu: np.ndarray, k: int = 2) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     centred = mu - mu.mean(0)
     _, s, vt = np.linalg.svd(centred, full_matrices=False)
     share = s**2 / max(float((s**2).sum()), 1e-12)
+    if len(vt) < k:  # a latent space of fewer than k dimensions: the missing axes are zero
+        vt = np.concatenate([vt, np.zeros((k - len(vt), vt.shape[1]))])
+        share = np.concatenate([share, np.zeros(k - len(share))])
     return centred @ vt[:k].T, vt[:k], share[:k]
 
 

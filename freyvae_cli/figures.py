@@ -69,7 +69,6 @@ def save_image(image, path: str | Path) -> Path:
     path = Path(path)
     ext = path.suffix.lower().lstrip(".")
     fmt = _PIL_FORMAT.get(ext, ext.upper())
-    image = image.convert("RGB") if fmt == "JPEG" and image.mode not in ("L", "RGB") else image
     return atomic_write(path, lambda f: image.save(f, format=fmt))
 
 
@@ -95,7 +94,7 @@ def _save_figure(fig, path: str | Path) -> Path:
     path = Path(path)
     buffer = io.BytesIO()
     fig.savefig(buffer, format=path.suffix.lower().lstrip(".").replace("jpg", "jpeg"), dpi=120,
-                bbox_inches="tight", metadata=None)
+                bbox_inches="tight")
     _plt().close(fig)
     return atomic_write(path, lambda f: f.write(buffer.getbuffer()))
 

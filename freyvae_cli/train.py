@@ -202,7 +202,9 @@ def train(
         }
 
     def result(final: Path | None) -> TrainResult:
-        return TrainResult(history, final, time.perf_counter() - started, stop.signum, saved)
+        """Seconds count earlier sessions of a resumed run too; a finished run was not interrupted."""
+        seconds = prior_seconds + time.perf_counter() - started
+        return TrainResult(history, final, seconds, 0 if final else stop.signum, saved)
 
     model.train()
     with stop.installed():
@@ -266,7 +268,4 @@ def train(
     from freyvae_cli import figures
 
     saved.append(figures.save_loss_curve(history, out / "loss_curve.png"))
-    res = result(final)
-    res.seconds += prior_seconds
-    res.interrupted = 0  # a signal during the last epoch's end: the run finished anyway
-    return res
+    return result(final)

@@ -53,7 +53,6 @@ class TrainProgress:
 
     def __init__(self) -> None:
         self.con = console()
-        self.live = self.con.is_terminal and not _state["quiet"]
         self.progress = None
         self.total = 0
 
@@ -65,7 +64,7 @@ class TrainProgress:
             f"training {cfg.epochs - first_epoch + 1} epochs from epoch {first_epoch}; "
             "losses are negative ELBO in nats per image (summed over 560 pixels, averaged over images)"
         )
-        if self.live:
+        if self.con.is_terminal:  # a live bar; elsewhere (pipes, CI) plain lines per epoch
             from rich.progress import (
                 BarColumn,
                 MofNCompleteColumn,
