@@ -11,8 +11,10 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from freyvae_cli.data import PIXELS
+from freyvae_cli.heap import keep_freed_memory
 from freyvae_cli.model import VAE, kl_divergence, log_likelihood
 
 LOG_2PI = math.log(2 * math.pi)
@@ -40,12 +42,12 @@ def _transposed_conv_by_taps(x: torch.Tensor, layer: torch.nn.ConvTranspose2d) -
     cout = layer.out_channels
     taps = x.permute(0, 2, 3, 1).reshape(-1, cin) @ layer.weight.permute(0, 2, 3, 1).reshape(cin, -1)
     taps = taps.view(batch, h, w, k, k, cout)
-    out = x.new_zeros(batch, (h - 1) * s + k, (w - 1) * s + k, cout)
+    out = layer.bias.expand(batch, (h - 1) * s + k, (w - 1) * s + k, cout).clone()  # the bias, then the taps
     for ky in range(k):
         for kx in range(k):
             out[:, ky:ky + (h - 1) * s + 1:s, kx:kx + (w - 1) * s + 1:s] += taps[:, :, :, ky, kx]
     ho, wo = (h - 1) * s - 2 * p + k, (w - 1) * s - 2 * p + k
-    return (out[:, p:p + ho, p:p + wo] + layer.bias).permute(0, 3, 1, 2)  # channels-last memory
+    return out[:, p:p + ho, p:p + wo].permute(0, 3, 1, 2)  # channels-last memory
 
 
 def decode_fast(model: VAE, z: torch.Tensor) -> torch.Tensor:
@@ -53,6 +55,12 @@ def decode_fast(model: VAE, z: torch.Tensor) -> torch.Tensor:
     linear, _, unflatten, up1, _, up2, _, up3 = model.decoder  # the ReLUs run in place here
     h = _transposed_conv_by_taps(unflatten(linear(z).relu_()), up1).relu_()
     return _transposed_conv_by_taps(up2(h).relu_(), up3).float()
+
+
+def bernoulli_log_px(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """log p(x|z) of model.log_likelihood for logits (m, B, 560) of m draws for each of B images,
+    targets (B, 560) in [0, 1]: sum_i t_i l_i - softplus(l_i), the same value without m copies of x."""
+    return torch.einsum("mbi,bi->mb", logits, target) - F.softplus(logits).sum(-1)
 
 
 def _log_normal(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -70,6 +78,7 @@ def iw_nll(model: VAE, x: torch.Tensor, k: int, gen: torch.Generator, decode_bat
         xb = x[i:i + images_per_chunk].to(device)
         mu, logvar = model.encode(xb.float() / 255.0)
         std = torch.exp(0.5 * logvar)
+        target = xb.float().flatten(1) / 255.0
         per_draw = max(1, decode_batch // len(xb))
         log_ws = []
         for j in range(0, k, per_draw):
@@ -77,7 +86,10 @@ def iw_nll(model: VAE, x: torch.Tensor, k: int, gen: torch.Generator, decode_bat
             eps = torch.randn((m, *mu.shape), generator=gen, device=device)
             z = mu + std * eps                                                  # (m, B, D)
             params = decode_fast(model, z.flatten(0, 1))
-            log_px = log_likelihood(params, xb.repeat(m, 1, 1, 1), model.likelihood).view(m, -1)
+            if model.likelihood == "bernoulli":
+                log_px = bernoulli_log_px(params.reshape(m, len(xb), -1), target)
+            else:
+                log_px = log_likelihood(params, xb.repeat(m, 1, 1, 1), model.likelihood).view(m, -1)
             log_pz = -0.5 * (LOG_2PI + z.pow(2)).sum(-1)
             log_ws.append(log_px + log_pz - _log_normal(z, mu, logvar))
             advance(m * len(xb))
@@ -89,6 +101,7 @@ def iw_nll(model: VAE, x: torch.Tensor, k: int, gen: torch.Generator, decode_bat
 def evaluate(model: VAE, x: torch.Tensor, iw_samples: int = 1000, elbo_samples: int = 10, seed: int = 0,
              advance: Callable[[int], None] = lambda n: None) -> dict:
     """Every figure of `freyvae evaluate` for uint8 images x (n, 1, 28, 20)."""
+    keep_freed_memory()
     device = next(model.parameters()).device
     gen = torch.Generator(device).manual_seed(seed)
     xd = x.to(device)

@@ -25,10 +25,12 @@ class VAE(nn.Module):
         super().__init__()
         self.latent_dim = latent_dim
         self.likelihood = likelihood
+        # Pooling before ReLU gives exactly the seed's relu-then-pool (max commutes with a monotone
+        # function, and the gradients match too) with the ReLU on a quarter of the values.
         self.encoder = nn.Sequential(
-            nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),    # 32 x 14 x 10
-            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),   # 64 x 7 x 5
-            nn.Conv2d(64, 128, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # 128 x 3 x 2
+            nn.Conv2d(1, 32, 3, padding=1), nn.MaxPool2d(2), nn.ReLU(),    # 32 x 14 x 10
+            nn.Conv2d(32, 64, 3, padding=1), nn.MaxPool2d(2), nn.ReLU(),   # 64 x 7 x 5
+            nn.Conv2d(64, 128, 3, padding=1), nn.MaxPool2d(2), nn.ReLU(),  # 128 x 3 x 2
             nn.Flatten(),
         )
         self.to_mu = nn.Linear(768, latent_dim)
@@ -47,7 +49,11 @@ class VAE(nn.Module):
         return self.to_mu(h).float(), logvar
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Parameters of p(x|z): logits (bernoulli), mean and log-scale (logistic), or 256 logits."""
+        """Parameters of p(x|z): logits (bernoulli), mean and log-scale (logistic), or 256 logits.
+
+        On CPUs the decoder always runs in fp32, also under bf16 autocast: oneDNN's transposed
+        convolutions are no faster in bf16 there, and some are slower (benchmarks/bench_layers.py).
+        """
         return self.decoder(z).float()
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None):

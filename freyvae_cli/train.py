@@ -24,6 +24,7 @@ from freyvae_cli.config import RESUME_MUST_MATCH, TrainConfig
 from freyvae_cli.data import split_indices
 from freyvae_cli.errors import FreyError, UsageError
 from freyvae_cli.files import write_text
+from freyvae_cli.heap import keep_freed_memory
 from freyvae_cli.model import VAE, neg_elbo
 
 FINAL_NAME = "vae_final_model.pth"
@@ -145,6 +146,7 @@ def train(
 ) -> TrainResult:
     """Train (or continue) a VAE on uint8 faces (N, 28, 20); write checkpoints into cfg.out."""
     out = Path(cfg.out)
+    keep_freed_memory()
     device = resolve_device(cfg.device)
     bf16 = use_bf16(cfg.precision, device)
     torch.manual_seed(cfg.seed)  # the initial weights

@@ -8,9 +8,9 @@ import torch
 
 from freyvae_cli import checkpoint
 from freyvae_cli.cli import app
-from freyvae_cli.evaluate import active_units, bce_floor, evaluate, iw_nll
+from freyvae_cli.evaluate import active_units, bce_floor, bernoulli_log_px, evaluate, iw_nll
 from freyvae_cli.explore import split_images
-from freyvae_cli.model import VAE
+from freyvae_cli.model import VAE, log_likelihood
 from tests.conftest import last_json, make_faces
 
 KEYS = {"neg_elbo", "reconstruction", "kl", "iw_nll", "bits_per_dim", "bce_floor", "excess", "kl_per_dim",
@@ -91,3 +91,17 @@ def test_fast_decoder_equals_the_model(likelihood):
     z = torch.randn(37, 5) * 2
     with torch.no_grad():
         assert torch.allclose(decode_fast(model, z), model.decode(z), atol=1e-5, rtol=1e-5)
+
+
+def test_bernoulli_shortcut_equals_the_model_likelihood():
+    """iw_nll's Bernoulli sum equals log_likelihood on m copies of the images, grey and 0/255 pixels."""
+    torch.manual_seed(3)
+    m, b = 7, 3
+    logits = torch.randn(m * b, 1, 28, 20) * 4
+    x = torch.randint(0, 256, (b, 1, 28, 20), dtype=torch.uint8)
+    x[0, 0, :5] = 0
+    x[1, 0, :5] = 255
+    expected = log_likelihood(logits, x.repeat(m, 1, 1, 1), "bernoulli").view(m, b)
+    got = bernoulli_log_px(logits.view(m, b, -1), x.float().flatten(1) / 255.0)
+    assert got.shape == (m, b)
+    assert torch.allclose(got, expected, rtol=1e-5, atol=1e-3)

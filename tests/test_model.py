@@ -44,6 +44,25 @@ def test_seed_architecture_layers():
     assert model.decoder[0].out_features == 768
 
 
+def test_pooling_before_relu_is_the_seeds_relu_then_pool_exactly():
+    """Same outputs and the same weight gradients, bit for bit, as the seed's conv-ReLU-pool order."""
+    torch.manual_seed(4)
+    model = VAE()
+    seed_order = torch.nn.Sequential(*[
+        layer for conv in (0, 3, 6)
+        for layer in (model.encoder[conv], torch.nn.ReLU(), torch.nn.MaxPool2d(2))
+    ], torch.nn.Flatten())
+    x = torch.rand(8, 1, 28, 20)
+    g = torch.randn(8, 768)
+    ours = model.encoder(x)
+    grads_ours = torch.autograd.grad(ours, list(seed_order.parameters()), g)
+    theirs = seed_order(x)
+    grads_theirs = torch.autograd.grad(theirs, list(seed_order.parameters()), g)
+    assert torch.equal(ours, theirs)
+    assert all(torch.equal(a, b) for a, b in zip(grads_ours, grads_theirs, strict=True))
+    assert (ours == 0).any()  # the ReLUs did cut something: the comparison covers that case
+
+
 def test_bernoulli_loss_matches_hand_computation():
     """BCE summed over pixels + analytic KL, averaged over images, computed by hand on 2 images."""
     torch.manual_seed(0)
