@@ -52,8 +52,11 @@ class VAE(nn.Module):
         """Parameters of p(x|z): logits (bernoulli), mean and log-scale (logistic), or 256 logits.
 
         On CPUs the decoder always runs in fp32, also under bf16 autocast: oneDNN's transposed
-        convolutions are no faster in bf16 there, and some are slower (benchmarks/bench_layers.py).
+        convolutions are no faster in bf16 there, and some are much slower (benchmarks/bench_layers.py).
         """
+        if z.device.type == "cpu":
+            with torch.autocast("cpu", enabled=False):
+                return self.decoder(z.float())
         return self.decoder(z).float()
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None):
