@@ -175,7 +175,8 @@ def train(
     checkpoint_every: Annotated[int, typer.Option(min=0, help="Save a checkpoint every N epochs (0: never).")] = 10,
     device: DeviceOpt = Device.auto,
     precision: Annotated[Precision, typer.Option(
-        help="auto: bf16 autocast where the hardware has it natively (on CPUs: the encoder; the decoder stays fp32).")] = Precision.auto,
+        help="auto: bf16 autocast where the hardware has it natively (on CPUs for the encoder; "
+             "the decoder stays fp32).")] = Precision.auto,
     resume: Annotated[Optional[Path], typer.Option(help="Continue from this checkpoint.", show_default=False)] = None,
     force: Annotated[bool, typer.Option("--force", help="Train into an --out that already holds a model.")] = False,
     json_out: JsonOpt = False,
