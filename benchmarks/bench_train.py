@@ -61,6 +61,10 @@ def plain_loop(faces: np.ndarray, epochs: int, seed: int) -> tuple[list[float], 
     loader = DataLoader(TensorDataset(x[train_idx]), batch_size=32, shuffle=True)
     test_x = x[test_idx]
     model = VAE()
+    e = model.encoder  # the seed's order, conv -> ReLU -> max-pool, as a tutorial writes it
+    model.encoder = torch.nn.Sequential(e[0], torch.nn.ReLU(), torch.nn.MaxPool2d(2), e[3], torch.nn.ReLU(),
+                                        torch.nn.MaxPool2d(2), e[6], torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+                                        torch.nn.Flatten())
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
 
     def loss_fn(batch):
