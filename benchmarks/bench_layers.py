@@ -14,15 +14,29 @@ import time
 import torch
 from torch import nn
 
+from freyvae_cli.model import VAE
+
 BATCH = 32
-LAYERS = [  # name, layer, input shape (the model's activations at batch 32), input needs a gradient
-    ("conv1", nn.Conv2d(1, 32, 3, padding=1), (BATCH, 1, 28, 20), False),
-    ("conv2", nn.Conv2d(32, 64, 3, padding=1), (BATCH, 32, 14, 10), True),
-    ("conv3", nn.Conv2d(64, 128, 3, padding=1), (BATCH, 64, 7, 5), True),
-    ("up1", nn.ConvTranspose2d(128, 64, 3, stride=2), (BATCH, 128, 3, 2), True),
-    ("up2", nn.ConvTranspose2d(64, 32, 4, stride=2, padding=1), (BATCH, 64, 7, 5), True),
-    ("up3", nn.ConvTranspose2d(32, 1, 4, stride=2, padding=1), (BATCH, 32, 14, 10), True),
-]
+
+
+def model_layers() -> list[tuple[str, nn.Module, tuple, bool]]:
+    """The model's convolutions with the shapes of their inputs at batch 32 (read by forward hooks),
+    and whether that input needs a gradient (all but the images)."""
+    model = VAE()
+    convs = [m for m in model.encoder if isinstance(m, nn.Conv2d)]
+    ups = [m for m in model.decoder if isinstance(m, nn.ConvTranspose2d)]
+    shapes: dict[nn.Module, tuple] = {}
+
+    def record(module: nn.Module, inp: tuple, out: torch.Tensor) -> None:
+        shapes[module] = tuple(inp[0].shape)
+
+    hooks = [m.register_forward_hook(record) for m in convs + ups]
+    with torch.no_grad():
+        model(torch.rand(BATCH, 1, 28, 20))
+    for h in hooks:
+        h.remove()
+    names = [f"conv{i + 1}" for i in range(len(convs))] + [f"up{i + 1}" for i in range(len(ups))]
+    return [(name, m, shapes[m], i > 0) for i, (name, m) in enumerate(zip(names, convs + ups, strict=True))]
 
 
 def forward_backward_ms(layer: nn.Module, shape: tuple, needs_grad: bool, bf16: bool, reps: int = 15) -> float:
@@ -49,7 +63,7 @@ def forward_backward_ms(layer: nn.Module, shape: tuple, needs_grad: bool, bf16: 
 def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {BATCH}, forward + backward, ms")
     print(f"{'layer':>6} {'fp32':>7} {'bf16':>7}")
-    for name, layer, shape, needs_grad in LAYERS:
+    for name, layer, shape, needs_grad in model_layers():
         fp32 = forward_backward_ms(layer, shape, needs_grad, bf16=False)
         bf16 = forward_backward_ms(layer, shape, needs_grad, bf16=True)
         print(f"{name:>6} {fp32:7.2f} {bf16:7.2f}")

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from freyvae_cli.config import TrainConfig
 from freyvae_cli.data import load_faces, pixel_hash, split_indices
-from freyvae_cli.model import VAE
+from freyvae_cli.model import VAE, relu_then_pool
 from freyvae_cli.train import train
 
 
@@ -61,10 +61,7 @@ def plain_loop(faces: np.ndarray, epochs: int, seed: int) -> tuple[list[float], 
     loader = DataLoader(TensorDataset(x[train_idx]), batch_size=32, shuffle=True)
     test_x = x[test_idx]
     model = VAE()
-    e = model.encoder  # the seed's order, conv -> ReLU -> max-pool, as a tutorial writes it
-    model.encoder = torch.nn.Sequential(e[0], torch.nn.ReLU(), torch.nn.MaxPool2d(2), e[3], torch.nn.ReLU(),
-                                        torch.nn.MaxPool2d(2), e[6], torch.nn.ReLU(), torch.nn.MaxPool2d(2),
-                                        torch.nn.Flatten())
+    model.encoder = relu_then_pool(model.encoder)  # the seed's order, as a tutorial writes it
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
 
     def loss_fn(batch):

@@ -66,6 +66,13 @@ class VAE(nn.Module):
         return self.decode(z), mu, logvar
 
 
+def relu_then_pool(encoder: nn.Sequential) -> nn.Sequential:
+    """The seed's conv -> ReLU -> max-pool order over the same convolutions: what a tutorial writes,
+    for the benchmark's plain loop and the test that this model's order computes the same."""
+    convs = [m for m in encoder if isinstance(m, nn.Conv2d)]
+    return nn.Sequential(*[layer for conv in convs for layer in (conv, nn.ReLU(), nn.MaxPool2d(2))], nn.Flatten())
+
+
 def _logistic_log_probs(params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """Per-pixel log P(x) of a logistic discretised to 256 bins on [-1, 1], edge bins open."""
     mean, log_scale = params[:, :1], params[:, 1:2].clamp(min=-7.0)
