@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from freyvae_cli.config import TrainConfig
 from freyvae_cli.data import load_faces, pixel_hash, split_indices
-from freyvae_cli.model import VAE, relu_then_pool
+from freyvae_cli.model import VAE, relu_then_pool, transposed_conv_as
 from freyvae_cli.train import train
 
 
@@ -62,6 +62,9 @@ def plain_loop(faces: np.ndarray, epochs: int, seed: int) -> tuple[list[float], 
     test_x = x[test_idx]
     model = VAE()
     model.encoder = relu_then_pool(model.encoder)  # the seed's order, as a tutorial writes it
+    model.decoder = torch.nn.Sequential(*[  # and torch's own transposed convolutions
+        transposed_conv_as(m, torch.nn.ConvTranspose2d) if isinstance(m, torch.nn.ConvTranspose2d) else m
+        for m in model.decoder])
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
 
     def loss_fn(batch):

@@ -33,30 +33,6 @@ def active_units(mu: torch.Tensor, threshold: float = 0.01) -> int:
     return int((mu.var(0, unbiased=True) > threshold).sum())
 
 
-def _transposed_conv_by_taps(x: torch.Tensor, layer: torch.nn.ConvTranspose2d) -> torch.Tensor:
-    """The same result as layer(x), computed as one matrix product over every kernel tap followed by
-    shifted adds. For inference only: oneDNN's transposed convolutions with few input pixels (3x2)
-    or one output channel run at a few GFLOP/s, and importance sampling decodes millions of z."""
-    batch, cin, h, w = x.shape
-    k, s, p = layer.kernel_size[0], layer.stride[0], layer.padding[0]
-    cout = layer.out_channels
-    taps = x.permute(0, 2, 3, 1).reshape(-1, cin) @ layer.weight.permute(0, 2, 3, 1).reshape(cin, -1)
-    taps = taps.view(batch, h, w, k, k, cout)
-    out = layer.bias.expand(batch, (h - 1) * s + k, (w - 1) * s + k, cout).clone()  # the bias, then the taps
-    for ky in range(k):
-        for kx in range(k):
-            out[:, ky:ky + (h - 1) * s + 1:s, kx:kx + (w - 1) * s + 1:s] += taps[:, :, :, ky, kx]
-    ho, wo = (h - 1) * s - 2 * p + k, (w - 1) * s - 2 * p + k
-    return out[:, p:p + ho, p:p + wo].permute(0, 3, 1, 2)  # channels-last memory
-
-
-def decode_fast(model: VAE, z: torch.Tensor) -> torch.Tensor:
-    """model.decode(z) for evaluation: the first and last transposed convolutions go by taps."""
-    linear, _, unflatten, up1, _, up2, _, up3 = model.decoder  # the ReLUs run in place here
-    h = _transposed_conv_by_taps(unflatten(linear(z).relu_()), up1).relu_()
-    return _transposed_conv_by_taps(up2(h).relu_(), up3).float()
-
-
 def bernoulli_log_px(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """log p(x|z) of model.log_likelihood for logits (m, B, 560) of m draws for each of B images,
     targets (B, 560) in [0, 1]: sum_i t_i l_i - softplus(l_i), the same value without m copies of x."""
@@ -85,7 +61,7 @@ def iw_nll(model: VAE, x: torch.Tensor, k: int, gen: torch.Generator, decode_bat
             m = min(per_draw, k - j)
             eps = torch.randn((m, *mu.shape), generator=gen, device=device)
             z = mu + std * eps                                                  # (m, B, D)
-            params = decode_fast(model, z.flatten(0, 1))
+            params = model.decode(z.flatten(0, 1))
             if model.likelihood == "bernoulli":
                 log_px = bernoulli_log_px(params.reshape(m, len(xb), -1), target)
             else:

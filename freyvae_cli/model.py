@@ -20,6 +20,33 @@ LEVELS = 256  # 8-bit pixels, for the discrete likelihoods
 OUT_CHANNELS = {"bernoulli": 1, "logistic": 2, "categorical": LEVELS}
 
 
+def transposed_conv_by_taps(x: torch.Tensor, layer: nn.ConvTranspose2d) -> torch.Tensor:
+    """layer(x), computed as one matrix product over every kernel tap followed by shifted adds.
+    Channels-last in and out."""
+    batch, cin, h, w = x.shape
+    k, s, p = layer.kernel_size[0], layer.stride[0], layer.padding[0]
+    cout = layer.out_channels
+    taps = x.permute(0, 2, 3, 1).reshape(-1, cin) @ layer.weight.permute(0, 2, 3, 1).reshape(cin, -1)
+    taps = taps.view(batch, h, w, k, k, cout)
+    out = layer.bias.expand(batch, (h - 1) * s + k, (w - 1) * s + k, cout).clone()  # the bias, then the taps
+    for ky in range(k):
+        for kx in range(k):
+            out[:, ky:ky + (h - 1) * s + 1:s, kx:kx + (w - 1) * s + 1:s] += taps[:, :, :, ky, kx]
+    return out[:, p:out.shape[1] - p, p:out.shape[2] - p].permute(0, 3, 1, 2)
+
+
+class TapsConvTranspose2d(nn.ConvTranspose2d):
+    """nn.ConvTranspose2d that, for inference on CPUs, computes by taps: oneDNN runs this model's
+    first transposed convolution (3x2 input pixels) and a last one with a single output channel at
+    a few GFLOP/s, and importance sampling decodes millions of z. Training (gradients on) keeps
+    oneDNN's kernels, which are as fast as the taps there with their backward pass."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type == "cpu" and not torch.is_grad_enabled():
+            return transposed_conv_by_taps(x, self)
+        return super().forward(x)
+
+
 class VAE(nn.Module):
     def __init__(self, latent_dim: int = 20, likelihood: str = "bernoulli") -> None:
         super().__init__()
@@ -35,11 +62,15 @@ class VAE(nn.Module):
         )
         self.to_mu = nn.Linear(768, latent_dim)
         self.to_logvar = nn.Linear(768, latent_dim)
+        out_channels = OUT_CHANNELS[likelihood]
+        last = TapsConvTranspose2d if out_channels == 1 else nn.ConvTranspose2d
+        # In-place ReLUs: the layers before them keep their inputs, not their outputs, for the
+        # backward pass, and evaluation decodes millions of z: copies would cost memory traffic.
         self.decoder = nn.Sequential(
-            nn.Linear(latent_dim, 768), nn.ReLU(), nn.Unflatten(1, (128, 3, 2)),
-            nn.ConvTranspose2d(128, 64, 3, stride=2), nn.ReLU(),                        # 64 x 7 x 5
-            nn.ConvTranspose2d(64, 32, 4, stride=2, padding=1), nn.ReLU(),              # 32 x 14 x 10
-            nn.ConvTranspose2d(32, OUT_CHANNELS[likelihood], 4, stride=2, padding=1),  # C x 28 x 20
+            nn.Linear(latent_dim, 768), nn.ReLU(inplace=True), nn.Unflatten(1, (128, 3, 2)),
+            TapsConvTranspose2d(128, 64, 3, stride=2), nn.ReLU(inplace=True),           # 64 x 7 x 5
+            nn.ConvTranspose2d(64, 32, 4, stride=2, padding=1), nn.ReLU(inplace=True),  # 32 x 14 x 10
+            last(32, out_channels, 4, stride=2, padding=1),                             # C x 28 x 20
         )
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -71,6 +102,14 @@ def relu_then_pool(encoder: nn.Sequential) -> nn.Sequential:
     for the benchmark's plain loop and the test that this model's order computes the same."""
     convs = [m for m in encoder if isinstance(m, nn.Conv2d)]
     return nn.Sequential(*[layer for conv in convs for layer in (conv, nn.ReLU(), nn.MaxPool2d(2))], nn.Flatten())
+
+
+def transposed_conv_as(layer: nn.ConvTranspose2d, cls: type[nn.ConvTranspose2d]) -> nn.ConvTranspose2d:
+    """The same transposed convolution, parameters shared, computed by cls: torch's own (what a
+    tutorial runs) or TapsConvTranspose2d. For the benchmark's plain loop and the tests."""
+    other = cls(layer.in_channels, layer.out_channels, layer.kernel_size, stride=layer.stride, padding=layer.padding)
+    other.weight, other.bias = layer.weight, layer.bias
+    return other
 
 
 def _logistic_log_probs(params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -12,11 +12,14 @@ from freyvae_cli.model import (
     LOGVAR_MAX,
     LOGVAR_MIN,
     VAE,
+    TapsConvTranspose2d,
     kl_divergence,
     mean_image,
     neg_elbo,
     pixel_log_probs,
     relu_then_pool,
+    transposed_conv_as,
+    transposed_conv_by_taps,
 )
 
 
@@ -43,6 +46,41 @@ def test_seed_architecture_layers():
     assert convs == [32, 64, 128] and len(pools) == 3
     assert deconvs == [64, 32, 1]
     assert model.decoder[0].out_features == 768
+
+
+# (in, out, kernel, stride, padding, input size): the model's first and last transposed
+# convolutions, then shapes it does not use, with a stride that is not 2 and kernels that overlap.
+TAPS_CASES = [(128, 64, 3, 2, 0, (3, 2)), (32, 1, 4, 2, 1, (14, 10)), (5, 3, 4, 2, 1, (4, 3)),
+              (4, 2, 3, 1, 1, (5, 4)), (3, 2, 5, 3, 2, (3, 4))]
+
+
+@pytest.mark.parametrize("cin,cout,k,s,p,size", TAPS_CASES)
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_taps_transposed_convolution_equals_torch(cin, cout, k, s, p, size, channels_last):
+    """Inference by taps gives torch's result; with gradients on, the layer is torch's own."""
+    torch.manual_seed(5)
+    ours = TapsConvTranspose2d(cin, cout, k, stride=s, padding=p)
+    ref = transposed_conv_as(ours, torch.nn.ConvTranspose2d)
+    assert type(ref) is torch.nn.ConvTranspose2d and ref.weight is ours.weight
+    x = torch.randn(6, cin, *size)
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    with torch.no_grad():
+        want, got = ref(x), transposed_conv_by_taps(x, ours)
+        assert torch.equal(ours(x), got)  # inference goes by taps
+    assert got.shape == want.shape
+    assert torch.allclose(got, want, atol=1e-5, rtol=1e-5)
+    assert torch.equal(ours(x), ref(x))  # gradients on: torch's kernels, bit for bit
+
+
+@pytest.mark.parametrize("likelihood", ["bernoulli", "logistic", "categorical"])
+def test_decoder_computes_the_same_for_inference_and_training(likelihood):
+    torch.manual_seed(2)
+    model = VAE(latent_dim=5, likelihood=likelihood).to(memory_format=torch.channels_last)
+    z = torch.randn(37, 5) * 2
+    with torch.no_grad():
+        fast = model.decode(z)
+    assert torch.allclose(fast, model.decode(z), atol=1e-5, rtol=1e-5)
 
 
 def test_pooling_before_relu_is_the_seeds_relu_then_pool_exactly():
