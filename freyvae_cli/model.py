@@ -138,8 +138,9 @@ def pixel_log_probs(params: torch.Tensor, x: torch.Tensor, likelihood: str) -> t
         return -F.binary_cross_entropy_with_logits(params, x.float() / 255.0, reduction="none")
     if likelihood == "logistic":
         return _logistic_log_probs(params, x)
-    if likelihood == "categorical":
-        return torch.log_softmax(params, dim=1).gather(1, x.long())
+    if likelihood == "categorical":  # over the last dimension, where channels-last logits are contiguous
+        log_probs = torch.log_softmax(params.permute(0, 2, 3, 1), dim=-1)
+        return log_probs.gather(-1, x.long().permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
     raise ValueError(f"unknown likelihood {likelihood!r}")
 
 
