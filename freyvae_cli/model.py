@@ -107,8 +107,10 @@ def relu_then_pool(encoder: nn.Sequential) -> nn.Sequential:
 
 def transposed_conv_as(layer: nn.ConvTranspose2d, cls: type[nn.ConvTranspose2d]) -> nn.ConvTranspose2d:
     """The same transposed convolution, parameters shared, computed by cls: torch's own (what a
-    tutorial runs) or TapsConvTranspose2d. For the benchmark's plain loop and the tests."""
-    other = cls(layer.in_channels, layer.out_channels, layer.kernel_size, stride=layer.stride, padding=layer.padding)
+    tutorial runs) or TapsConvTranspose2d. For the benchmark's plain loop and the tests. Built on
+    the meta device, so that it draws no initial weights from (and does not shift) the global RNG."""
+    other = cls(layer.in_channels, layer.out_channels, layer.kernel_size, stride=layer.stride,
+                padding=layer.padding, device="meta")
     other.weight, other.bias = layer.weight, layer.bias
     return other
 

@@ -60,7 +60,9 @@ def test_taps_transposed_convolution_equals_torch(cin, cout, k, s, p, size, chan
     """Inference by taps gives torch's result; with gradients on, the layer is torch's own."""
     torch.manual_seed(5)
     ours = TapsConvTranspose2d(cin, cout, k, stride=s, padding=p)
+    rng = torch.get_rng_state()
     ref = transposed_conv_as(ours, torch.nn.ConvTranspose2d)
+    assert torch.equal(torch.get_rng_state(), rng)  # the benchmark's plain loop keeps its random stream
     assert type(ref) is torch.nn.ConvTranspose2d and ref.weight is ours.weight
     x = torch.randn(6, cin, *size)
     if channels_last:
