@@ -549,6 +549,11 @@ def evaluate(
     elbo_samples: Annotated[int, typer.Option(min=1, help="z draws averaged for the ELBO.")] = 10,
     seed: Annotated[int, typer.Option(help="Seed of the z draws.")] = 0,
     device: DeviceOpt = Device.auto,
+    precision: Annotated[Precision, typer.Option(
+        help="How the importance-weighted bound decodes: bf16 runs the decoder's hidden layers in bf16 "
+             "(logits in fp32; ~25% faster on CPUs); auto does so on CPUs with native bf16 for the "
+             "Bernoulli and categorical likelihoods, where it moves iw_nll far less than its sampling "
+             "spread; fp32 never. The ELBO, and GPUs, always decode in fp32.")] = Precision.auto,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -559,15 +564,16 @@ def evaluate(
     model, ckpt, faces = _load(checkpoint, device, data)
     x, _ = explore.split_images(ckpt, faces, split.value)
     with ui.task_progress(f"importance sampling (K={iw_samples})", total=iw_samples * len(x)) as advance:
-        result = ev.evaluate(model, x, iw_samples, elbo_samples, seed, advance)
+        result = ev.evaluate(model, x, iw_samples, elbo_samples, seed, advance, precision.value)
     result["split"] = split.value
     if not quiet:
-        _print_evaluation(result)
+        iw_bf16 = ev.iw_precision(precision.value, model.likelihood, next(model.parameters()).device)
+        _print_evaluation(result, iw_bf16)
     if json_out:
         ui.emit_json(result)
 
 
-def _print_evaluation(r: dict) -> None:
+def _print_evaluation(r: dict, iw_bf16: bool) -> None:
     from rich.table import Table
 
     t = Table(title=f"{r['split']} split, {r['n_images']} images, {r['likelihood']} likelihood",
@@ -579,7 +585,8 @@ def _print_evaluation(r: dict) -> None:
     t.add_row("  reconstruction", f"{r['reconstruction']:.2f}", "-E_q log p(x|z)")
     t.add_row("  kl", f"{r['kl']:.2f}", "KL(q(z|x) || p(z))")
     if r["iw_nll"] is not None:
-        t.add_row("iw_nll", f"{r['iw_nll']:.2f}", "importance-weighted bound on -log p(x)")
+        how = " (hidden layers in bf16)" if iw_bf16 else ""
+        t.add_row("iw_nll", f"{r['iw_nll']:.2f}", f"importance-weighted bound on -log p(x){how}")
     if r["bits_per_dim"]:
         b = r["bits_per_dim"]
         t.add_row("bits/dim (ELBO)", f"{b['neg_elbo']:.3f}", "neg_elbo / (560 ln 2)")

@@ -15,10 +15,15 @@ import torch.nn.functional as F
 
 from freyvae_cli.data import PIXELS
 from freyvae_cli.heap import keep_freed_memory
-from freyvae_cli.model import VAE, kl_divergence, log_likelihood
+from freyvae_cli.model import VAE, kl_divergence, log_likelihood, native_bf16
 
 LOG_2PI = math.log(2 * math.pi)
 INACTIVE_KL = 0.05  # nats: below this a dimension barely changes the decoded face (see traverse)
+# Likelihoods whose log p(x|z) moves at most as much as the logits do (|d log p / d logit| <= 1 per
+# pixel for the Bernoulli, <= 2 summed over the softmax): there decoding with the hidden layers in
+# bf16 moved iw_nll by far less than its Monte Carlo spread between seeds (README, "Numbers"). The
+# discretised logistic's moves by 1/scale: bf16 moved its bound by about its spread, so it stays fp32.
+BF16_TOLERANT = ("bernoulli", "categorical")
 
 
 def bce_floor(x: torch.Tensor) -> float:
@@ -33,6 +38,15 @@ def active_units(mu: torch.Tensor, threshold: float = 0.01) -> int:
     return int((mu.var(0, unbiased=True) > threshold).sum())
 
 
+def iw_precision(precision: str, likelihood: str, device: torch.device) -> bool:
+    """Whether the importance-weighted bound decodes with the decoder's hidden layers in bf16: on
+    CPUs, when asked for, or (auto) where bf16 is native and the likelihood leaves the bound as it
+    is. GPUs decode fast enough in fp32."""
+    if device.type != "cpu" or precision == "fp32":
+        return False
+    return precision == "bf16" or (likelihood in BF16_TOLERANT and native_bf16(device))
+
+
 def bernoulli_log_px(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """log p(x|z) of model.log_likelihood for logits (m, B, 560) of m draws for each of B images,
     targets (B, 560) in [0, 1]: sum_i t_i l_i - softplus(l_i), the same value without m copies of x."""
@@ -45,7 +59,7 @@ def _log_normal(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torc
 
 @torch.no_grad()
 def iw_nll(model: VAE, x: torch.Tensor, k: int, gen: torch.Generator, decode_batch: int = 1024,
-           advance: Callable[[int], None] = lambda n: None) -> torch.Tensor:
+           advance: Callable[[int], None] = lambda n: None, bf16_hidden: bool = False) -> torch.Tensor:
     """-log (1/K sum_k w_k) per image, with K importance samples drawn in large batches."""
     device = next(model.parameters()).device
     out = []
@@ -61,7 +75,7 @@ def iw_nll(model: VAE, x: torch.Tensor, k: int, gen: torch.Generator, decode_bat
             m = min(per_draw, k - j)
             eps = torch.randn((m, *mu.shape), generator=gen, device=device)
             z = mu + std * eps                                                  # (m, B, D)
-            params = model.decode(z.flatten(0, 1))
+            params = model.decode(z.flatten(0, 1), bf16_hidden)
             if model.likelihood == "bernoulli":
                 log_px = bernoulli_log_px(params.reshape(m, len(xb), -1), target)
             else:
@@ -75,8 +89,9 @@ def iw_nll(model: VAE, x: torch.Tensor, k: int, gen: torch.Generator, decode_bat
 
 @torch.no_grad()
 def evaluate(model: VAE, x: torch.Tensor, iw_samples: int = 1000, elbo_samples: int = 10, seed: int = 0,
-             advance: Callable[[int], None] = lambda n: None) -> dict:
-    """Every figure of `freyvae evaluate` for uint8 images x (n, 1, 28, 20)."""
+             advance: Callable[[int], None] = lambda n: None, precision: str = "auto") -> dict:
+    """Every figure of `freyvae evaluate` for uint8 images x (n, 1, 28, 20). The ELBO is always
+    computed in fp32; precision says how the importance-weighted bound decodes (iw_precision)."""
     keep_freed_memory()
     device = next(model.parameters()).device
     gen = torch.Generator(device).manual_seed(seed)
@@ -93,7 +108,9 @@ def evaluate(model: VAE, x: torch.Tensor, iw_samples: int = 1000, elbo_samples: 
         "neg_elbo": rec + kl,
         "reconstruction": rec,
         "kl": kl,
-        "iw_nll": float(iw_nll(model, x, iw_samples, gen, advance=advance).mean()) if iw_samples else None,
+        "iw_nll": float(iw_nll(model, x, iw_samples, gen, advance=advance,
+                               bf16_hidden=iw_precision(precision, model.likelihood, device)).mean())
+        if iw_samples else None,
         "bits_per_dim": None,
         "bce_floor": None,
         "excess": None,

@@ -25,7 +25,7 @@ from freyvae_cli.data import split_indices
 from freyvae_cli.errors import FreyError, UsageError
 from freyvae_cli.files import write_text
 from freyvae_cli.heap import keep_freed_memory
-from freyvae_cli.model import VAE, neg_elbo
+from freyvae_cli.model import VAE, native_bf16, neg_elbo
 
 FINAL_NAME = "vae_final_model.pth"
 INTERRUPTED_NAME = "interrupted.pth"
@@ -68,9 +68,7 @@ def use_bf16(precision: str, device: torch.device) -> bool:
     """bf16 autocast where the hardware does bf16 natively (AVX512-BF16/AMX CPUs, recent GPUs)."""
     if precision != "auto":
         return precision == "bf16"
-    if device.type == "cpu":
-        return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    return device.type == "cuda" and torch.cuda.is_bf16_supported()
+    return native_bf16(device)
 
 
 def make_adam(model: VAE, lr: float) -> torch.optim.Adam:

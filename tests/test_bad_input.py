@@ -109,6 +109,7 @@ OPTION_CASES = [
     ("train --test-fraction 1.5", ["train", "--test-fraction", "1.5"], 2),
     ("train --likelihood gaussian", ["train", "--likelihood", "gaussian"], 2),
     ("evaluate --iw-samples -1", ["evaluate", "--iw-samples", "-1"], 2),
+    ("evaluate --precision fp16", ["evaluate", "--precision", "fp16"], 2),
 ]
 
 

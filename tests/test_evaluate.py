@@ -8,9 +8,9 @@ import torch
 
 from freyvae_cli import checkpoint
 from freyvae_cli.cli import app
-from freyvae_cli.evaluate import active_units, bce_floor, bernoulli_log_px, evaluate, iw_nll
+from freyvae_cli.evaluate import active_units, bce_floor, bernoulli_log_px, evaluate, iw_nll, iw_precision
 from freyvae_cli.explore import split_images
-from freyvae_cli.model import VAE, log_likelihood
+from freyvae_cli.model import VAE, log_likelihood, native_bf16
 from tests.conftest import last_json, make_faces
 
 KEYS = {"neg_elbo", "reconstruction", "kl", "iw_nll", "bits_per_dim", "bce_floor", "excess", "kl_per_dim",
@@ -94,3 +94,27 @@ def test_bernoulli_shortcut_equals_the_model_likelihood():
     got = bernoulli_log_px(logits.view(m, b, -1), x.float().flatten(1) / 255.0)
     assert got.shape == (m, b)
     assert torch.allclose(got, expected, rtol=1e-5, atol=1e-3)
+
+
+def test_auto_precision_decodes_in_bf16_only_where_the_likelihood_tolerates_it():
+    cpu = torch.device("cpu")
+    for likelihood in ("bernoulli", "categorical"):
+        assert iw_precision("auto", likelihood, cpu) == native_bf16(cpu)
+    assert not iw_precision("auto", "logistic", cpu)  # log p moves by 1/scale: stays fp32
+    assert not iw_precision("fp32", "bernoulli", cpu)
+    assert iw_precision("bf16", "logistic", cpu)
+    assert not iw_precision("bf16", "bernoulli", torch.device("meta"))  # not a CPU: fp32
+
+
+def test_evaluate_precision_changes_only_the_iw_bound_and_says_so(runner, trained, small_mat):
+    common = ["evaluate", "-c", str(trained), "--data", str(small_mat), "--iw-samples", "300", "--json"]
+    res = {}
+    for precision in ("fp32", "bf16"):
+        r = runner.invoke(app, [*common, "--precision", precision])
+        assert r.exit_code == 0, r.output
+        res[precision] = last_json(r.stdout)
+        assert set(res[precision]) == KEYS
+        assert ("bf16" in r.stderr) == (precision == "bf16")  # the table says how iw_nll was decoded
+    assert res["bf16"]["neg_elbo"] == res["fp32"]["neg_elbo"]  # the ELBO is always fp32
+    assert res["bf16"]["iw_nll"] != res["fp32"]["iw_nll"]     # the bf16 decoder was used ...
+    assert res["bf16"]["iw_nll"] == pytest.approx(res["fp32"]["iw_nll"], abs=0.05)  # ... and moved it little

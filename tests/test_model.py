@@ -85,6 +85,20 @@ def test_decoder_computes_the_same_for_inference_and_training(likelihood):
     assert torch.allclose(fast, model.decode(z), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("likelihood", ["bernoulli", "logistic", "categorical"])
+def test_bf16_hidden_layers_move_the_decoder_output_by_bf16_rounding_only(likelihood):
+    """The importance-weighted bound's fast decoder: close to fp32 (hidden layers rounded to bf16's
+    8 bits), not equal to it (the bf16 path is taken), and its last layer's output stays fp32."""
+    torch.manual_seed(5)
+    model = VAE(latent_dim=5, likelihood=likelihood).to(memory_format=torch.channels_last).eval()
+    z = torch.randn(64, 5) * 2
+    with torch.no_grad():
+        exact, fast = model.decode(z), model.decode(z, bf16_hidden=True)
+    assert fast.dtype == torch.float32 and fast.shape == exact.shape
+    err = (fast - exact).abs().max().item()
+    assert 0 < err < 2e-2 * exact.abs().max().item()
+
+
 def test_pooling_before_relu_is_the_seeds_relu_then_pool_exactly():
     """Same outputs and the same weight gradients, bit for bit, as the seed's conv-ReLU-pool order."""
     torch.manual_seed(4)
