@@ -551,7 +551,7 @@ def evaluate(
     device: DeviceOpt = Device.auto,
     precision: Annotated[Precision, typer.Option(
         help="How the importance-weighted bound decodes: bf16 runs the decoder's hidden layers in bf16 "
-             "(logits in fp32; ~25% faster on CPUs); auto does so on CPUs with native bf16 for the "
+             "(logits in fp32; ~25% faster where the CPU has native bf16); auto does so there for the "
              "Bernoulli and categorical likelihoods, where it moves iw_nll far less than its sampling "
              "spread; fp32 never. The ELBO, and GPUs, always decode in fp32.")] = Precision.auto,
     json_out: JsonOpt = False,
