@@ -563,11 +563,11 @@ def evaluate(
 
     model, ckpt, faces = _load(checkpoint, device, data)
     x, _ = explore.split_images(ckpt, faces, split.value)
+    iw_bf16 = ev.iw_precision(precision.value, model.likelihood, next(model.parameters()).device)
     with ui.task_progress(f"importance sampling (K={iw_samples})", total=iw_samples * len(x)) as advance:
-        result = ev.evaluate(model, x, iw_samples, elbo_samples, seed, advance, precision.value)
+        result = ev.evaluate(model, x, iw_samples, elbo_samples, seed, advance, iw_bf16)
     result["split"] = split.value
     if not quiet:
-        iw_bf16 = ev.iw_precision(precision.value, model.likelihood, next(model.parameters()).device)
         _print_evaluation(result, iw_bf16)
     if json_out:
         ui.emit_json(result)
