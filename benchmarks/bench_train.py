@@ -26,7 +26,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from freyvae_cli.config import TrainConfig
 from freyvae_cli.data import load_faces, pixel_hash, split_indices
-from freyvae_cli.model import VAE, relu_then_pool, transposed_conv_as
+from freyvae_cli.fast import relu_then_pool, transposed_conv_as
+from freyvae_cli.model import VAE
 from freyvae_cli.train import train
 
 

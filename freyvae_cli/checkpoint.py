@@ -1,7 +1,8 @@
 """Checkpoints: written atomically, opened only with weights_only=True, checked before use.
 
 A checkpoint is a plain dict of tensors and Python primitives:
-  format, model, optimizer, epoch, step, config, split (train/test index tensors), data_hash,
+  format, model, optimizer, epoch, step, config, split (train/test, and val for the literature
+  split: index tensors), data_hash,
   history (per-epoch numbers), rng (generator states), progress (mid-epoch state or None), versions.
 """
 
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from freyvae_cli.config import LIKELIHOODS, TrainConfig
+from freyvae_cli.config import LIKELIHOODS, MODELS, TrainConfig
 from freyvae_cli.errors import FreyError
 from freyvae_cli.files import atomic_write
 from freyvae_cli.model import VAE
@@ -71,18 +72,32 @@ def validate(ckpt: object, path: Path) -> dict:
         raise CheckpointError(f"{path} has no valid latent size in its config")
     if cfg.get("likelihood") not in LIKELIHOODS:
         raise CheckpointError(f"{path} has an unknown likelihood {cfg.get('likelihood')!r}")
+    if cfg.get("model", "seed") not in MODELS:
+        raise CheckpointError(f"{path} has an unknown model {cfg.get('model')!r} (known: {', '.join(MODELS)})")
     split = ckpt["split"]
-    if not (isinstance(split, dict) and all(isinstance(split.get(k), torch.Tensor) for k in ("train", "test"))):
+    if not (isinstance(split, dict) and all(isinstance(split.get(k), torch.Tensor) for k in ("train", "test"))
+            and all(isinstance(v, torch.Tensor) for v in split.values())):
         raise CheckpointError(f"{path} has no valid train/test split")
     if not isinstance(ckpt["model"], dict):
         raise CheckpointError(f"{path} has no model weights")
     return ckpt
 
 
+def new_model(cfg: TrainConfig) -> VAE:
+    """A freshly initialised model of the config's kind."""
+    if cfg.model == "pixelvae":
+        from freyvae_cli.pixelvae import PixelVAE
+
+        return PixelVAE(cfg.latent_dim, cfg.likelihood, dropout=cfg.dropout)
+    return VAE(cfg.latent_dim, cfg.likelihood)
+
+
 def build_model(ckpt: dict, path: str | Path, device: str | torch.device = "cpu") -> VAE:
     """The model a checkpoint describes, with its weights, in evaluation mode."""
     cfg = TrainConfig.from_dict(ckpt["config"])
-    model = VAE(cfg.latent_dim, cfg.likelihood)
+    if cfg.model == "pixelvae" and cfg.likelihood != "categorical":
+        raise CheckpointError(f"{path}: a pixelvae model needs the categorical likelihood, not {cfg.likelihood}")
+    model = new_model(cfg)
     expected = model.state_dict()
     weights = ckpt["model"]
     if set(weights) != set(expected):

@@ -7,6 +7,7 @@ Heavy libraries (torch, scipy, matplotlib) are imported inside the commands that
 from __future__ import annotations
 
 import functools
+import math
 import os
 import sys
 from enum import Enum
@@ -53,6 +54,22 @@ class Precision(str, Enum):
 class Split(str, Enum):
     test = "test"
     train = "train"
+    val = "val"
+
+
+class LrSchedule(str, Enum):
+    constant = "constant"
+    cosine = "cosine"
+
+
+class SplitKind(str, Enum):
+    random = "random"
+    literature = "literature"
+
+
+class ModelName(str, Enum):
+    seed = "seed"
+    pixelvae = "pixelvae"
 
 
 # Options shared by several commands.
@@ -126,7 +143,7 @@ def _load(checkpoint: Path, device: Device, data: Path | None = None, need_data:
     path = _resolve_data(data, ckpt)
     faces = load_faces(path)
     split = ckpt["split"]
-    if max(int(split["train"].max()), int(split["test"].max())) >= len(faces):
+    if max(int(idx.max()) for idx in split.values()) >= len(faces):
         raise FreyError(f"{path} has {len(faces)} images, fewer than the data {checkpoint} was trained on; "
                         "pass the same --data")
     if ckpt.get("data_hash") and pixel_hash(faces) != ckpt["data_hash"]:
@@ -162,21 +179,38 @@ def train(
                     help="Frey Face .mat file. [default: $FREYVAE_DATA, else data/frey_rawface.mat]")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", show_default=False,
                    help="Folder for checkpoints, history.json and loss_curve.png. [default: runs]")] = None,
+    model: Annotated[ModelName, typer.Option(
+        help="seed: the seed README's VAE. pixelvae: its encoder with a PixelCNN decoder head (defaults "
+             "--latent-dim 64 --likelihood categorical --batch-size 64 --kl-warmup 10).")] = ModelName.seed,
     epochs: Annotated[int, typer.Option(min=1, help="Total epochs (with --resume too).")] = 30,
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
     lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-3,
+    lr_schedule: Annotated[LrSchedule, typer.Option(
+        help="constant, or cosine: from --lr down to 0 over --epochs.")] = LrSchedule.constant,
     latent_dim: Annotated[int, typer.Option(min=1, max=512)] = 20,
     likelihood: Annotated[Likelihood, typer.Option(help="Pixel model p(x|z).")] = Likelihood.bernoulli,
     beta: Annotated[float, typer.Option(min=0.0, help="Weight of the KL term in training.")] = 1.0,
+    dropout: Annotated[float, typer.Option(min=0.0, max=0.9, help="pixelvae: dropout rate in the PixelCNN's "
+                                           "residual blocks, in training.")] = 0.0,
     kl_warmup: Annotated[int, typer.Option(min=0, help="Epochs over which the KL weight rises from 0 to beta.")] = 0,
     test_fraction: Annotated[float, typer.Option(help="Share of the images held out for testing.")] = 0.2,
-    split_seed: Annotated[int, typer.Option(help="Seed of the train/test split.")] = 0,
+    split: Annotated[SplitKind, typer.Option(
+        help="random: --test-fraction held out. literature: 1565 train / 200 validation / 200 test, "
+             "shuffled as in the published Frey Face results (seeds 123, 321, 231).")] = SplitKind.random,
+    split_seed: Annotated[int, typer.Option(help="Seed of the split. [default: 0; 123 with --split literature]",
+                                            show_default=False)] = 0,
+    patience: Annotated[int, typer.Option(min=0, help="Stop after N epochs without a better validation loss "
+                                          "(needs --split literature; 0: never).")] = 0,
     seed: Annotated[int, typer.Option(help="Seed of the weights, shuffling and noise.")] = 0,
     checkpoint_every: Annotated[int, typer.Option(min=0, help="Save a checkpoint every N epochs (0: never).")] = 10,
     device: DeviceOpt = Device.auto,
     precision: Annotated[Precision, typer.Option(
         help="auto: bf16 autocast where the hardware has it natively (on CPUs for the encoder; "
              "the decoder stays fp32).")] = Precision.auto,
+    tensorboard: Annotated[bool, typer.Option("--tensorboard", help="Also log to TensorBoard (needs "
+                                              "pip install \"freyvae[tensorboard]\").")] = False,
+    tensorboard_dir: Annotated[Optional[Path], typer.Option(help="Where --tensorboard writes. [default: "
+                                                            "OUT/tensorboard]", show_default=False)] = None,
     resume: Annotated[Optional[Path], typer.Option(help="Continue from this checkpoint.", show_default=False)] = None,
     force: Annotated[bool, typer.Option("--force", help="Train into an --out that already holds a model.")] = False,
     json_out: JsonOpt = False,
@@ -185,30 +219,48 @@ def train(
     """Train the VAE; writes checkpoints, history.json and loss_curve.png into --out."""
     from dataclasses import fields
 
-    from freyvae_cli.config import TrainConfig
+    from freyvae_cli.config import LITERATURE_SEED, MODEL_DEFAULTS, TrainConfig
 
     if not lr > 0:
         raise UsageError(f"--lr must be above 0 (got {lr})")
     if not 0 < test_fraction < 1:
         raise UsageError(f"--test-fraction must be between 0 and 1 (got {test_fraction})")
     explicit = {p for p in ctx.params if ctx.get_parameter_source(p).name not in ("DEFAULT", "DEFAULT_MAP")}
+    if model is ModelName.pixelvae and "likelihood" in explicit and likelihood is not Likelihood.categorical:
+        raise UsageError("--model pixelvae models each pixel as a 256-way categorical: drop --likelihood "
+                         f"{likelihood.value} or use --model seed")
     resume_ckpt = None
     if resume is not None:  # a resumed run keeps its own settings but for those given here
         from freyvae_cli import checkpoint as ck
 
         resume_ckpt = ck.load(resume)
     cfg = TrainConfig.from_dict(resume_ckpt["config"]) if resume_ckpt else TrainConfig()
+    if resume_ckpt is None:  # a model's own defaults, then the split's, unless given on the command line
+        for name, value in MODEL_DEFAULTS.get(model.value, {}).items():
+            if name not in explicit:
+                ctx.params[name] = value
+        if split is SplitKind.literature and "split_seed" not in explicit:
+            ctx.params["split_seed"] = LITERATURE_SEED
     for f in fields(TrainConfig):
         value = ctx.params.get(f.name)
         if value is not None and (resume is None or f.name in explicit):
             setattr(cfg, f.name, value.value if isinstance(value, Enum) else str(value) if isinstance(value, Path)
                     else value)
+    if cfg.patience and cfg.split != "literature":
+        raise UsageError("--patience needs a validation split; add --split literature")
     if resume_ckpt is None:
         cfg.data, cfg.out = str(data or _resolve_data(None)), str(out or "runs")
     else:
         cfg.out = str(out or resume.parent)
         if "epochs" not in explicit:
             cfg.epochs = max(cfg.epochs, resume_ckpt["epoch"])
+    if tensorboard or tensorboard_dir is not None:
+        from freyvae_cli.tensorboard_log import check_installed
+
+        check_installed()
+        cfg.tensorboard = str(tensorboard_dir or Path(cfg.out) / "tensorboard")
+    elif resume_ckpt is None:
+        cfg.tensorboard = ""
     _train(cfg, explicit, resume, resume_ckpt, force, json_out, quiet)
 
 
@@ -258,17 +310,29 @@ def _train(cfg, explicit: set[str], resume: Path | None, resume_ckpt: dict | Non
         if json_out:
             ui.emit_json({"interrupted": True, "checkpoint": str(saved), "epochs": len(result.history)})
         raise typer.Exit(128 + result.interrupted)
+    from freyvae_cli.train import best_epoch
+
     last = result.history[-1]
     payload = {
         "train_loss": last["train_loss"], "test_loss": last["test_loss"],
         "test_reconstruction": last["test_reconstruction"], "test_kl": last["test_kl"],
         "units": "nats per image", "epochs": last["epoch"], "seconds": round(result.seconds, 3),
         "checkpoint": str(result.final_path), "history": str(out / "history.json"),
-        "loss_curve": str(out / "loss_curve.png"), "out": str(out),
+        "loss_curve": str(out / "loss_curve.png"), "out": str(out), "stopped_early": result.stopped_early,
     }
-    _done(json_out, payload,
-          f"done: test loss {last['test_loss']:.2f} nats per image after {last['epoch']} epochs "
-          f"({result.seconds:.1f}s); model in {result.final_path}")
+    message = (f"done: test loss {last['test_loss']:.2f} nats per image after {last['epoch']} epochs "
+               f"({result.seconds:.1f}s); model in {result.final_path}")
+    best = best_epoch(result.history)
+    if best is not None:  # the literature reports test figures at the best validation epoch
+        payload |= {"best_epoch": best["epoch"], "best_val_loss": best["val_loss"],
+                    "best_test_loss": best["test_loss"], "best_checkpoint": str(result.best_path)}
+        if cfg.likelihood != "bernoulli":
+            to_bits = 1.0 / (560 * math.log(2))
+            payload |= {"best_val_bpd": best["val_loss"] * to_bits, "best_test_bpd": best["test_loss"] * to_bits}
+        stopped = f"stopped early at epoch {last['epoch']}; " if result.stopped_early else ""
+        message += (f"\n{stopped}best validation loss {best['val_loss']:.2f} at epoch {best['epoch']}, "
+                    f"test loss there {best['test_loss']:.2f} nats per image; model in {result.best_path}")
+    _done(json_out, payload, message)
 
 
 @command
@@ -327,6 +391,8 @@ def reconstruct(
     rows = [r for pair in pairs for r in pair]
     title = f"{split.value} faces (odd rows) and their reconstructions (even rows)" if n_used > per_row \
         else f"{split.value} faces (top) and their reconstructions (bottom)"
+    if model.autoregressive:
+        title += f"; {explore.what_is_drawn(model)}"
     figures.save_image(figures.face_grid(rows, scale=scale, title=title), out)
     _done(json_out, {"out": str(out), "n": n_used, "split": split.value, "frames": frames[:n_used].tolist()},
           f"wrote {out}: {n_used} {split.value} images (rows of originals above their reconstructions)")
@@ -350,7 +416,8 @@ def sample(
     _check_out(out)
     model, _, _ = _load(checkpoint, device, need_data=False)
     faces = explore.sample(model, n, seed)
-    figures.save_image(figures.face_grid(figures.chunk(faces, cols), scale=scale), out)
+    title = f"z ~ N(0, I); {explore.what_is_drawn(model)}" if model.autoregressive else None
+    figures.save_image(figures.face_grid(figures.chunk(faces, cols), scale=scale, title=title), out)
     _done(json_out, {"out": str(out), "n": n, "seed": seed}, f"wrote {out}: {n} faces sampled from the prior")
 
 
@@ -392,14 +459,18 @@ def traverse(
     kl = explore.kl_per_dim(model, x)
     active, inactive = mean_kl_order(kl)
     dims = list(dim) if dim else active[:6]
-    if not dims:
-        raise FreyError(f"every latent dimension is inactive (KL < {INACTIVE_KL} nats); the model ignores z")
+    if not dims:  # a young or collapsed model: show what little there is, and say so
+        dims = (active + inactive)[:6]
+        ui.info(f"note: every latent dimension is inactive (KL < {INACTIVE_KL} nats); the rows drawn, the "
+                "highest-KL ones, carry almost no information")
     base = torch.zeros(latent) if from_prior else explore.encode(model, x[face:face + 1])[0][0]
     rows = explore.traverse(model, base, dims, steps, span)
     labels = [f"dim {d} · KL {kl[d]:.2f} nats" for d in dims]
     title = f"values {-span:g} .. +{span:g} around " + ("z = 0" if from_prior else f"test face {face}")
+    if model.autoregressive:
+        title += f"; {explore.what_is_drawn(model)}"
     figures.save_image(figures.face_grid(rows, scale=scale, labels=labels, title=title), out)
-    if not dim and inactive:
+    if not dim and inactive and active:
         ui.info(f"inactive dimensions (KL < {INACTIVE_KL} nats, not drawn): {', '.join(map(str, sorted(inactive)))}")
     if gif is not None:
         sweep = list(range(steps)) + list(range(steps - 2, 0, -1))
@@ -442,7 +513,8 @@ def interpolate(
     path = explore.decode(model, explore.interpolate(mu[0], mu[1], steps, slerp))
     ends = x[[from_, to]].squeeze(1).numpy() / 255.0
     row = np.concatenate([ends[:1], path, ends[1:]])
-    figures.save_image(figures.face_grid([row], scale=scale), out)
+    title = f"originals at both ends; {explore.what_is_drawn(model)}" if model.autoregressive else None
+    figures.save_image(figures.face_grid([row], scale=scale, title=title), out)
     if gif is not None:
         order = list(range(steps)) + list(range(steps - 2, 0, -1))
         figures.save_gif([figures.face_grid([path[[i]]], scale=scale) for i in order], gif)
@@ -470,6 +542,7 @@ def manifold(
     import torch
 
     from freyvae_cli import explore, figures
+    from freyvae_cli.evaluate import INACTIVE_KL
 
     if dims is not None and use_pca:
         raise UsageError("give either --dims A B or --pca, not both")
@@ -489,6 +562,9 @@ def manifold(
         if dims is None:
             kl = explore.kl_per_dim(model, x)
             dims = tuple(int(d) for d in kl.argsort()[::-1][:2]) if latent >= 2 else None
+            if dims is not None and kl[list(dims)].max() < INACTIVE_KL:
+                ui.info(f"note: every latent dimension is inactive (KL < {INACTIVE_KL} nats); the two drawn, "
+                        "the highest-KL ones, carry almost no information")
         if dims is None or latent < 2:
             raise UsageError("a manifold needs two latent dimensions; this model has one")
         _check_dims(dims, latent, "--dims")
@@ -500,8 +576,9 @@ def manifold(
         chosen = list(dims)
     with ui.task_progress("decoding the manifold", total=grid) as advance:
         rows = explore.manifold(model, directions, grid, centre, scales, on_row=advance)
-    figures.save_image(figures.face_grid(rows, scale=scale, sep=1), out)
     over = "the top two principal axes" if use_pca else f"dimensions {chosen[0]} and {chosen[1]}"
+    title = f"{over}; {explore.what_is_drawn(model)}" if model.autoregressive else None
+    figures.save_image(figures.face_grid(rows, scale=scale, sep=1, title=title), out)
     _done(json_out, {"out": str(out), "grid": grid, "directions": chosen},
           f"wrote {out}: {grid}x{grid} faces over {over}")
 
@@ -563,7 +640,8 @@ def evaluate(
 
     model, ckpt, faces = _load(checkpoint, device, data)
     x, _ = explore.split_images(ckpt, faces, split.value)
-    iw_bf16 = ev.iw_precision(precision.value, model.likelihood, next(model.parameters()).device)
+    iw_bf16 = ev.iw_precision(precision.value, model.likelihood, next(model.parameters()).device,
+                              model.autoregressive)
     with ui.task_progress(f"importance sampling (K={iw_samples})", total=iw_samples * len(x)) as advance:
         result = ev.evaluate(model, x, iw_samples, elbo_samples, seed, advance, iw_bf16)
     result["split"] = split.value
@@ -600,6 +678,74 @@ def _print_evaluation(r: dict, iw_bf16: bool) -> None:
 
 
 @command
+def compare(
+    runs: Annotated[list[Path], typer.Argument(help="Run folders or .pth checkpoints (globs such as runs/* work).",
+                                               show_default=False)],
+    sort: Annotated[Optional[str], typer.Option(help="Sort by this column (a --json key). [default: the "
+                                                "comparable best test loss]", show_default=False)] = None,
+    plot: Annotated[Optional[Path], typer.Option(help="Also plot every run's test loss per epoch here.",
+                                                 show_default=False)] = None,
+    kl: Annotated[bool, typer.Option("--kl", help="With --plot: the KL curves in a second panel.")] = False,
+    csv: Annotated[Optional[Path], typer.Option("--csv", help="Also write the rows as CSV here.",
+                                                show_default=False)] = None,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Compare runs: the settings that differ, epochs, time, losses, KL, active units."""
+    from freyvae_cli import compare as cmp
+
+    if plot is not None:
+        _check_out(plot, "plot")
+    if csv is not None:
+        from freyvae_cli.files import check_writable
+
+        check_writable(csv, ("csv",))
+    rows, settings, metric, histories = cmp.compare(runs, ui.warning, sort)
+    if not quiet:
+        _print_comparison(rows, settings, metric)
+    if csv is not None:
+        from freyvae_cli.files import write_text
+
+        write_text(csv, cmp.rows_csv(rows))
+    if plot is not None:
+        from freyvae_cli import figures
+
+        def label(r: dict) -> str:
+            return ", ".join(f"{k}={r[k]}" for k in settings) or r["run"]
+
+        figures.save_compare_plot([(label(r), histories[r["run"]]) for r in rows], plot, kl)
+        ui.info(f"wrote {plot}")
+    if json_out:
+        ui.emit_json(rows)
+
+
+def _print_comparison(rows: list[dict], settings: list[str], metric: str | None) -> None:
+    from rich.table import Table
+
+    def num(v, fmt: str = ".2f") -> str:
+        return "" if v is None else format(v, fmt)
+
+    if metric is None:
+        note = "likelihoods differ (Bernoulli with others): their losses are not comparable, so not ranked"
+    elif metric == "best_test_bpd":
+        note = "likelihoods differ: ranked by bits/dim"
+    else:
+        note = "ranked by best test loss" if rows[0]["best_by"] == "test" else "best = at the best validation epoch"
+    t = Table(caption=f"losses in nats per image (summed over 560 pixels); bits/dim for the discrete "
+                      f"likelihoods; {note}")
+    for c in ["run", *settings, "epochs", "seconds", "train", "test", "best", "best epoch", "best test", "KL",
+              "active", "test bits/dim"]:
+        t.add_column(c, justify="left" if c in ("run", *settings) else "right")
+    for r in rows:
+        best = f"{num(r['best_loss'])} ({r['best_by']})" if r["best_loss"] is not None else ""
+        t.add_row(r["run"], *[str(r[k]) for k in settings], str(r["epochs"]), num(r["seconds"], ".1f"),
+                  num(r["train_loss"]), num(r["test_loss"]), best, str(r["best_epoch"] or ""),
+                  num(r["best_test_loss"]), num(r["kl"]), str(r["active_units"] if r["active_units"] is not None
+                                                               else ""), num(r["best_test_bpd"], ".3f"))
+    ui.console().print(t)
+
+
+@command
 def info(
     checkpoint: CheckpointOpt = Path(DEFAULT_CHECKPOINT),
     json_out: JsonOpt = False,
@@ -607,22 +753,29 @@ def info(
 ) -> None:
     """What a checkpoint holds: config, epochs, split, final numbers, versions, data hash."""
     from freyvae_cli import checkpoint as ck
+    from freyvae_cli.train import best_epoch
 
     c = ck.load(checkpoint)
     ck.build_model(c, checkpoint)
     last = c["history"][-1] if c["history"] else {}
+    best = best_epoch(c["history"])
     payload = {
         "checkpoint": str(checkpoint), "epoch": c["epoch"], "config": c["config"],
-        "split": {"train": len(c["split"]["train"]), "test": len(c["split"]["test"])},
+        "split": {name: len(idx) for name, idx in c["split"].items()},
         "final": {k: v for k, v in last.items() if k != "epoch"}, "units": "nats per image",
+        "best_val_epoch": best["epoch"] if best else None,
         "versions": c.get("versions", {}), "data_hash": c.get("data_hash"),
         "interrupted_mid_epoch": bool(c.get("progress")),
     }
     if not quiet:
-        lines = [f"{checkpoint}: {c['epoch']} epochs, split {payload['split']['train']}/{payload['split']['test']}"]
+        split = "/".join(str(n) for n in payload["split"].values())
+        lines = [f"{checkpoint}: {c['epoch']} epochs, split {split} ({'/'.join(payload['split'])})"]
         lines += [f"  {k} = {v}" for k, v in c["config"].items()]
         if last:
             lines.append(f"  last epoch: train {last['train_loss']:.2f}, test {last['test_loss']:.2f} nats per image")
+        if best:
+            lines.append(f"  best validation loss {best['val_loss']:.2f} at epoch {best['epoch']} "
+                         f"(test there {best['test_loss']:.2f} nats per image)")
         lines.append(f"  data sha256 {payload['data_hash']}")
         lines.append("  " + ", ".join(f"{k} {v}" for k, v in payload["versions"].items()))
         ui.console().print("\n".join(lines))

@@ -147,6 +147,21 @@ def split_indices(n: int, test_fraction: float = 0.2, split_seed: int = 0) -> tu
     return perm[:n_train], perm[n_train:]
 
 
+LITERATURE_SIZES = (1565, 200, 200)  # train, validation, test of the 1965 faces
+
+
+def literature_split(n: int, seed: int) -> dict[str, np.ndarray]:
+    """The published protocol (Berg et al.'s Sylvester code, utils/load_data.py): the rows shuffled
+    by `np.random.seed(seed); np.random.shuffle(rows)`, then the first 1565 train, the next 200
+    validate, the last 200 test. Other data sizes keep the same shares (at least one image each)."""
+    order = np.arange(n)
+    np.random.RandomState(seed).shuffle(order)  # the legacy generator that np.random.seed seeds
+    held = max(1, round(n * LITERATURE_SIZES[2] / sum(LITERATURE_SIZES)))
+    if n - 2 * held < 1:
+        raise UsageError(f"--split literature needs at least 3 images; the data has {n}")
+    return {"train": order[:n - 2 * held], "val": order[n - 2 * held:n - held], "test": order[n - held:]}
+
+
 def download(
     dest: str | Path,
     url: str | None = None,

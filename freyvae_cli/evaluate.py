@@ -14,8 +14,10 @@ import torch
 import torch.nn.functional as F
 
 from freyvae_cli.data import PIXELS
+from freyvae_cli.fast import native_bf16
 from freyvae_cli.heap import keep_freed_memory
-from freyvae_cli.model import VAE, kl_divergence, log_likelihood, native_bf16
+from freyvae_cli.likelihood import kl_divergence, log_likelihood
+from freyvae_cli.model import VAE
 
 LOG_2PI = math.log(2 * math.pi)
 INACTIVE_KL = 0.05  # nats: below this a dimension barely changes the decoded face (see traverse)
@@ -38,11 +40,11 @@ def active_units(mu: torch.Tensor, threshold: float = 0.01) -> int:
     return int((mu.var(0, unbiased=True) > threshold).sum())
 
 
-def iw_precision(precision: str, likelihood: str, device: torch.device) -> bool:
+def iw_precision(precision: str, likelihood: str, device: torch.device, autoregressive: bool = False) -> bool:
     """Whether the importance-weighted bound decodes with the decoder's hidden layers in bf16: on
     CPUs, when asked for, or (auto) where bf16 is native and the likelihood leaves the bound as it
-    is. GPUs decode fast enough in fp32."""
-    if device.type != "cpu" or precision == "fp32":
+    is. GPUs decode fast enough in fp32; an autoregressive decoder's bound is always fp32."""
+    if device.type != "cpu" or precision == "fp32" or autoregressive:
         return False
     return precision == "bf16" or (likelihood in BF16_TOLERANT and native_bf16(device))
 
@@ -75,11 +77,13 @@ def iw_nll(model: VAE, x: torch.Tensor, k: int, gen: torch.Generator, decode_bat
             m = min(per_draw, k - j)
             eps = torch.randn((m, *mu.shape), generator=gen, device=device)
             z = mu + std * eps                                                  # (m, B, D)
-            params = model.decode(z.flatten(0, 1), bf16_hidden)
+            xm = xb.repeat(m, 1, 1, 1)  # image b of draw j at row j * B + b, like z.flatten(0, 1)
+            params = model.decode(z.flatten(0, 1), xm.float() / 255.0 if model.autoregressive else None,
+                                  bf16_hidden)
             if model.likelihood == "bernoulli":
                 log_px = bernoulli_log_px(params.reshape(m, len(xb), -1), target)
-            else:
-                log_px = log_likelihood(params, xb.repeat(m, 1, 1, 1), model.likelihood).view(m, -1)
+            else:  # teacher-forced for an autoregressive decoder: exact log p(x|z)
+                log_px = log_likelihood(params, xm, model.likelihood).view(m, -1)
             log_pz = -0.5 * (LOG_2PI + z.pow(2)).sum(-1)
             log_ws.append(log_px + log_pz - _log_normal(z, mu, logvar))
             advance(m * len(xb))
@@ -96,13 +100,14 @@ def evaluate(model: VAE, x: torch.Tensor, iw_samples: int = 1000, elbo_samples: 
     device = next(model.parameters()).device
     gen = torch.Generator(device).manual_seed(seed)
     xd = x.to(device)
-    mu, logvar = model.encode(xd.float() / 255.0)
+    x01 = xd.float() / 255.0
+    mu, logvar = model.encode(x01)
     kl_dims = kl_divergence(mu, logvar).mean(0).cpu()
     rec = 0.0
     std = torch.exp(0.5 * logvar)
     for _ in range(elbo_samples):  # the KL is exact; only the reconstruction term needs z draws
         z = mu + std * torch.randn(mu.shape, generator=gen, device=device)
-        rec += float(-log_likelihood(model.decode(z), xd, model.likelihood).mean()) / elbo_samples
+        rec += float(-log_likelihood(model.decode(z, x01), xd, model.likelihood).mean()) / elbo_samples
     kl = float(kl_dims.sum())
     result = {
         "neg_elbo": rec + kl,

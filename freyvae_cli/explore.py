@@ -1,7 +1,9 @@
 """Latent-space maths behind reconstruct, sample, traverse, project, interpolate and manifold.
 
 Each function takes a trained model and returns faces as numpy arrays (n, 28, 20) in [0, 1];
-drawing them is figures.py's job.
+drawing them is figures.py's job. A decoder that factorises over pixels gives the mean image
+E[x|z]; an autoregressive one has no tractable mean, so each face is one draw x ~ p(x|z) with the
+same pixel noise for every face of a figure: faces then differ only by z (what_is_drawn says so).
 """
 
 from __future__ import annotations
@@ -9,11 +11,16 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from freyvae_cli.model import VAE, kl_divergence, mean_image
+from freyvae_cli.errors import UsageError
+from freyvae_cli.likelihood import kl_divergence, mean_image
+from freyvae_cli.model import VAE
 
 
 def split_images(ckpt: dict, faces: np.ndarray, split: str = "test") -> tuple[torch.Tensor, np.ndarray]:
-    """The checkpoint's train or test images as uint8 (n, 1, 28, 20), with their frame indices."""
+    """The checkpoint's train, val or test images as uint8 (n, 1, 28, 20), with their frame indices."""
+    if split not in ckpt["split"]:
+        raise UsageError(f"this model has no {split} split (it has {', '.join(ckpt['split'])}); "
+                         "validation images exist for runs trained with --split literature")
     frames = ckpt["split"][split].numpy()
     return torch.from_numpy(faces[frames]).unsqueeze(1), frames
 
@@ -26,12 +33,24 @@ def encode(model: VAE, x: torch.Tensor, batch: int = 1024) -> tuple[torch.Tensor
     return torch.cat([p[0] for p in parts]).cpu(), torch.cat([p[1] for p in parts]).cpu()
 
 
+def what_is_drawn(model: VAE) -> str:
+    """A figure title's note on what a decoded face is."""
+    if model.autoregressive:
+        return "each face one draw from p(x|z), the same pixel noise in every face"
+    return "each face the mean image E[x|z]"
+
+
 @torch.no_grad()
-def decode(model: VAE, z: torch.Tensor, batch: int = 1024) -> np.ndarray:
-    """The decoder's mean image for each latent vector, as (n, 28, 20) floats in [0, 1]."""
+def decode(model: VAE, z: torch.Tensor, batch: int = 1024, noise_seed: int = 0) -> np.ndarray:
+    """The face for each latent vector, as (n, 28, 20) floats in [0, 1]: the mean image, or for an
+    autoregressive decoder one draw with the uniform pixel noise of `noise_seed` shared by all."""
     device = next(model.parameters()).device
-    out = [mean_image(model.decode(z[i:i + batch].to(device)), model.likelihood).cpu()
-           for i in range(0, len(z), batch)]
+    if model.autoregressive:
+        u = torch.rand(1, 1, *model.image_shape, generator=torch.Generator().manual_seed(noise_seed))
+        out = [model.sample(z[i:i + batch].to(device), u).cpu().float() / 255.0 for i in range(0, len(z), batch)]
+    else:
+        out = [mean_image(model.decode(z[i:i + batch].to(device)), model.likelihood).cpu()
+               for i in range(0, len(z), batch)]
     return torch.cat(out).squeeze(1).numpy()
 
 
@@ -44,7 +63,7 @@ def reconstruct(model: VAE, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
 def sample(model: VAE, n: int, seed: int = 0) -> np.ndarray:
     """n faces decoded from z ~ N(0, I), drawn on the CPU so any device gives the same faces."""
     z = torch.randn(n, model.latent_dim, generator=torch.Generator().manual_seed(seed))
-    return decode(model, z)
+    return decode(model, z, noise_seed=seed)
 
 
 def kl_per_dim(model: VAE, x: torch.Tensor) -> np.ndarray:

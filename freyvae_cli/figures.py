@@ -100,22 +100,53 @@ def _save_figure(fig, path: str | Path) -> Path:
 
 
 def save_loss_curve(history: list[dict], path: str | Path) -> Path:
-    """Train and test negative ELBO per epoch, with the KL part on a second panel."""
+    """Train, validation (where there is one) and test negative ELBO per epoch, the KL part on a
+    second panel, and the best validation epoch marked."""
     plt = _plt()
     epochs = [r["epoch"] for r in history]
+    splits = ["train"] + [s for s in ("val", "test") if history[-1].get(f"{s}_loss") is not None]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.4))
-    ax1.plot(epochs, [r["train_loss"] for r in history], "o-", ms=3, label="train")
-    ax1.plot(epochs, [r["test_loss"] for r in history], "o-", ms=3, label="test")
+    for s in splits:
+        label = "validation" if s == "val" else s
+        ax1.plot(epochs, [r[f"{s}_loss"] for r in history], "o-", ms=2, label=label)
+        ax2.plot(epochs, [r[f"{s}_kl"] for r in history], "o-", ms=2, label=label)
     ax1.set(xlabel="epoch", ylabel="nats per image", title="negative ELBO (reconstruction + KL)")
-    ax2.plot(epochs, [r["train_kl"] for r in history], "o-", ms=3, label="train")
-    ax2.plot(epochs, [r["test_kl"] for r in history], "o-", ms=3, label="test")
     ax2.set(xlabel="epoch", ylabel="nats per image", title="KL part")
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3)
         ax.legend()
     last = history[-1]
-    ax1.annotate(f"test {last['test_loss']:.1f}", (epochs[-1], last["test_loss"]),
-                 textcoords="offset points", xytext=(-40, 12), fontsize=8)
+    if "val" in splits:
+        best = min(history, key=lambda r: r["val_loss"])
+        ax1.axvline(best["epoch"], color="grey", ls=":", lw=1)
+        ax1.annotate(f"best validation, epoch {best['epoch']}: test {best['test_loss']:.1f}",
+                     (best["epoch"], best["test_loss"]), textcoords="offset points", xytext=(-150, 14), fontsize=8)
+        lo = min(min(r["test_loss"], r["val_loss"]) for r in history)
+        ax1.set_ylim(lo - 0.05 * abs(lo), sorted(r["train_loss"] for r in history)[len(history) // 10] * 1.02)
+    else:
+        ax1.annotate(f"test {last['test_loss']:.1f}", (epochs[-1], last["test_loss"]),
+                     textcoords="offset points", xytext=(-40, 12), fontsize=8)
+    fig.tight_layout()
+    return _save_figure(fig, path)
+
+
+def save_compare_plot(curves: list[tuple[str, list[dict]]], path: str | Path, kl: bool = False) -> Path:
+    """The test loss of every run per epoch on one figure (and their KL below, with kl=True);
+    `curves` pairs each run's legend label with its history."""
+    plt = _plt()
+    fig, axes = plt.subplots(2 if kl else 1, 1, figsize=(8, 6.4 if kl else 3.8), sharex=True, squeeze=False)
+    for label, history in curves:
+        epochs = [r["epoch"] for r in history]
+        line, = axes[0][0].plot(epochs, [r["test_loss"] for r in history], "-", lw=1.5, label=label)
+        if kl:
+            axes[1][0].plot(epochs, [r["test_kl"] for r in history], "-", lw=1.5, color=line.get_color())
+    axes[0][0].set(ylabel="test loss, nats per image", title="negative ELBO on the test split")
+    axes[0][0].legend(fontsize=8)
+    if kl:
+        axes[1][0].set(ylabel="test KL, nats per image", title="KL part")
+    axes[-1][0].set(xlabel="epoch")
+    for ax in axes[:, 0]:
+        ax.grid(alpha=0.3)
     fig.tight_layout()
     return _save_figure(fig, path)
 

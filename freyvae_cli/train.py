@@ -21,13 +21,16 @@ import torch
 
 from freyvae_cli import __version__, checkpoint
 from freyvae_cli.config import RESUME_MUST_MATCH, TrainConfig
-from freyvae_cli.data import split_indices
+from freyvae_cli.data import literature_split, split_indices
 from freyvae_cli.errors import FreyError, UsageError
+from freyvae_cli.fast import native_bf16
 from freyvae_cli.files import write_text
 from freyvae_cli.heap import keep_freed_memory
-from freyvae_cli.model import VAE, native_bf16, neg_elbo
+from freyvae_cli.likelihood import neg_elbo
+from freyvae_cli.model import VAE  # the base class of every model
 
 FINAL_NAME = "vae_final_model.pth"
+BEST_NAME = "vae_best_model.pth"  # the best validation loss so far, where a validation split exists
 INTERRUPTED_NAME = "interrupted.pth"
 EVAL_SEED_OFFSET = 2  # test-loss noise has its own generator so evaluating never shifts training
 
@@ -45,6 +48,22 @@ class TrainResult:
     seconds: float
     interrupted: int = 0  # the signal number that stopped training, 0 if it finished
     saved: list[Path] = field(default_factory=list)
+    best_path: Path | None = None
+    stopped_early: bool = False
+
+
+def best_epoch(history: list[dict]) -> dict | None:
+    """The epoch of lowest validation loss (the first, on ties), or None without a validation split."""
+    scored = [r for r in history if r.get("val_loss") is not None]
+    return min(scored, key=lambda r: r["val_loss"]) if scored else None
+
+
+def make_split(cfg: TrainConfig, n: int) -> dict[str, np.ndarray]:
+    """train/test (random) or train/val/test (literature) image indices."""
+    if cfg.split == "literature":
+        return literature_split(n, cfg.split_seed)
+    train_idx, test_idx = split_indices(n, cfg.test_fraction, cfg.split_seed)
+    return {"train": train_idx, "test": test_idx}
 
 
 def resolve_device(name: str) -> torch.device:
@@ -86,6 +105,14 @@ def kl_weight(cfg: TrainConfig, epoch: int, step: int, n_steps: int) -> float:
     return cfg.beta * min(1.0, (epoch - 1 + step / n_steps) / cfg.kl_warmup)
 
 
+def learning_rate(cfg: TrainConfig, epoch: int, step: int, n_steps: int) -> float:
+    """lr, or with the cosine schedule (Loshchilov & Hutter, 2017) lr * (1 + cos(pi t / epochs)) / 2
+    at t epochs done: a function of the position alone, so a resumed run gets the same rates."""
+    if cfg.lr_schedule != "cosine":
+        return cfg.lr
+    return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * (epoch - 1 + step / n_steps) / cfg.epochs))
+
+
 @torch.no_grad()
 def evaluate_loss(model: VAE, x: torch.Tensor, seed: int, batch: int = 512) -> tuple[float, float]:
     """Mean reconstruction and KL terms (nats per image) with one seeded z draw per image."""
@@ -99,6 +126,26 @@ def evaluate_loss(model: VAE, x: torch.Tensor, seed: int, batch: int = 512) -> t
         kl += k.sum().item()
     model.train(was_training)
     return rec / len(x), kl / len(x)
+
+
+@torch.no_grad()
+def test_active_units(model: VAE, x: torch.Tensor) -> int:
+    """Active units of the posterior means of the test images (evaluate.active_units)."""
+    from freyvae_cli.evaluate import active_units
+
+    was_training = model.training
+    model.eval()
+    mu = torch.cat([model.encode(x[i:i + 512].float() / 255.0)[0] for i in range(0, len(x), 512)])
+    model.train(was_training)
+    return active_units(mu.cpu())
+
+
+def history_csv(history: list[dict]) -> str:
+    """history.json as CSV: one row per epoch, the same columns (for pandas, spreadsheets, gnuplot)."""
+    columns = list(dict.fromkeys(k for r in history for k in r))
+    lines = [",".join(columns)]
+    lines += [",".join("" if r.get(c) is None else repr(r[c]) for c in columns) for r in history]
+    return "\n".join(lines) + "\n"
 
 
 def check_resume(saved: dict, cfg: TrainConfig, explicit: set[str], path: Path) -> None:
@@ -135,6 +182,17 @@ class _StopFlag:
                 signal.signal(s, handler)
 
 
+class _Closer:
+    """Closes the TensorBoard log however training ends."""
+
+    def __init__(self, tb, history: list[dict]) -> None:
+        self.tb, self.history = tb, history
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close(self.history)
+
+
 def train(
     cfg: TrainConfig,
     faces: np.ndarray,
@@ -150,18 +208,18 @@ def train(
     torch.manual_seed(cfg.seed)  # the initial weights
 
     if resume is not None:
-        train_idx, test_idx = resume["split"]["train"].numpy(), resume["split"]["test"].numpy()
+        split = {name: idx.numpy() for name, idx in resume["split"].items()}
     else:
-        train_idx, test_idx = split_indices(len(faces), cfg.test_fraction, cfg.split_seed)
-    if max(train_idx.max(), test_idx.max()) >= len(faces):
+        split = make_split(cfg, len(faces))
+    if max(idx.max() for idx in split.values()) >= len(faces):
         raise FreyError("the checkpoint's split does not fit this data file; pass the same --data")
     # The whole data set (1.1 MB) lives on the device as uint8; batches are indexed, never copied.
     images = torch.from_numpy(faces).unsqueeze(1).to(device)
-    x_train = images[torch.from_numpy(train_idx).to(device)]
-    x_test = images[torch.from_numpy(test_idx).to(device)]
+    x_train, x_test = (images[torch.from_numpy(split[name]).to(device)] for name in ("train", "test"))
+    x_val = images[torch.from_numpy(split["val"]).to(device)] if "val" in split else None
 
     # channels-last lets oneDNN/cuDNN pick their fastest convolution kernels (measured: benchmarks/)
-    model = VAE(cfg.latent_dim, cfg.likelihood).to(device, memory_format=torch.channels_last)
+    model = checkpoint.new_model(cfg).to(device, memory_format=torch.channels_last)
     optimizer = make_adam(model, cfg.lr)
     shuffle_gen = torch.Generator(device).manual_seed(cfg.seed)
     noise_gen = torch.Generator(device).manual_seed(cfg.seed + 1)
@@ -191,7 +249,7 @@ def train(
             "optimizer": optimizer.state_dict(),
             "epoch": epoch,
             "config": cfg.to_dict(),
-            "split": {"train": torch.from_numpy(train_idx), "test": torch.from_numpy(test_idx)},
+            "split": {name: torch.from_numpy(idx) for name, idx in split.items()},
             "data_hash": data_hash,
             "history": history,
             "rng": {"shuffle": shuffle_gen.get_state(), "noise": noise_gen.get_state(),
@@ -201,13 +259,19 @@ def train(
                          "numpy": str(np.__version__), "python": platform.python_version()},
         }
 
-    def result(final: Path | None) -> TrainResult:
+    def result(final: Path | None, stopped_early: bool = False) -> TrainResult:
         """Seconds count earlier sessions of a resumed run too; a finished run was not interrupted."""
         seconds = prior_seconds + time.perf_counter() - started
-        return TrainResult(history, final, seconds, 0 if final else stop.signum, saved)
+        best = out / BEST_NAME if x_val is not None and (out / BEST_NAME).exists() else None
+        return TrainResult(history, final, seconds, 0 if final else stop.signum, saved, best, stopped_early)
 
+    tb = None
+    if cfg.tensorboard:
+        from freyvae_cli.tensorboard_log import TensorBoardLog
+
+        tb = TensorBoardLog(cfg.tensorboard, cfg)
     model.train()
-    with stop.installed():
+    with stop.installed(), contextlib.closing(_Closer(tb, history)):
         reporter.start(cfg, epoch_done + 1, n_steps)  # after the handlers: a signal from now on is caught
         for epoch in range(epoch_done + 1, cfg.epochs + 1):
             t0 = time.perf_counter()
@@ -225,6 +289,9 @@ def train(
                 loss = (rec + kl_weight(cfg, epoch, step, n_steps) * kl).mean()
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                if cfg.lr_schedule != "constant":
+                    for group in optimizer.param_groups:
+                        group["lr"] = learning_rate(cfg, epoch, step, n_steps)
                 value = loss.item()
                 if not math.isfinite(value):
                     last = [p.name for p in saved] or ["none yet"]
@@ -243,29 +310,38 @@ def train(
                     saved.append(checkpoint.save(out / INTERRUPTED_NAME, state(epoch - 1, prog)))
                     return result(None)
 
-            test_rec, test_kl = evaluate_loss(model, x_test, cfg.seed + EVAL_SEED_OFFSET)
             record = {
                 "epoch": epoch,
                 "train_loss": (sums[0] + sums[1]) / n_train,
                 "train_reconstruction": sums[0] / n_train,
                 "train_kl": sums[1] / n_train,
-                "test_loss": test_rec + test_kl,
-                "test_reconstruction": test_rec,
-                "test_kl": test_kl,
-                "seconds": seconds_before + time.perf_counter() - t0,
             }
+            for name, xs in (("val", x_val), ("test", x_test)):
+                if xs is not None:  # both with the same seeded noise, so epochs compare like for like
+                    rec, kl = evaluate_loss(model, xs, cfg.seed + EVAL_SEED_OFFSET)
+                    record |= {f"{name}_loss": rec + kl, f"{name}_reconstruction": rec, f"{name}_kl": kl}
+            record["test_active_units"] = test_active_units(model, x_test)
+            record["seconds"] = seconds_before + time.perf_counter() - t0
             history.append(record)
             write_text(out / "history.json", json.dumps(history, indent=1) + "\n")
+            write_text(out / "history.csv", history_csv(history))
             reporter.epoch(record)
+            if tb is not None:
+                tb.epoch(record, model, x_test)
+            best = best_epoch(history)
+            if best is record:
+                saved.append(checkpoint.save(out / BEST_NAME, state(epoch, None)))
             if cfg.checkpoint_every > 0 and epoch % cfg.checkpoint_every == 0:
                 saved.append(checkpoint.save(out / f"checkpoint_epoch{epoch:03d}.pth", state(epoch, None)))
+            if best is not None and cfg.patience > 0 and epoch - best["epoch"] >= cfg.patience:
+                break  # early stopping: the best-validation model is already saved
             if stop.signum and epoch < cfg.epochs:
                 saved.append(checkpoint.save(out / INTERRUPTED_NAME, state(epoch, None)))
                 return result(None)
 
-    final = checkpoint.save(out / FINAL_NAME, state(cfg.epochs, None))
+    final = checkpoint.save(out / FINAL_NAME, state(history[-1]["epoch"], None))
     saved.append(final)
     from freyvae_cli import figures
 
     saved.append(figures.save_loss_curve(history, out / "loss_curve.png"))
-    return result(final)
+    return result(final, stopped_early=history[-1]["epoch"] < cfg.epochs)

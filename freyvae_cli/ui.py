@@ -31,7 +31,16 @@ def info(message: str) -> None:
 
 def error(message: str) -> None:
     """One line: what is wrong and what to do."""
-    console().print(f"[bold red]error:[/] {message}", markup=True, overflow="ignore", crop=False)
+    from rich.markup import escape  # a message is text: "[tensorboard]" must print as it is
+
+    console().print(f"[bold red]error:[/] {escape(message)}", markup=True, overflow="ignore", crop=False)
+
+
+def warning(message: str) -> None:
+    """One line that names something skipped; the command goes on."""
+    from rich.markup import escape
+
+    info(f"[yellow]warning:[/] {escape(message)}")
 
 
 def emit_json(obj: dict) -> None:
@@ -40,9 +49,10 @@ def emit_json(obj: dict) -> None:
 
 
 def _fmt_epoch(r: dict, total: int) -> str:
+    val = f"val {r['val_loss']:.2f}  " if r.get("val_loss") is not None else ""
     return (
         f"epoch {r['epoch']:>3}/{total}  "
-        f"train {r['train_loss']:.2f} (rec {r['train_reconstruction']:.2f} + KL {r['train_kl']:.2f})  "
+        f"train {r['train_loss']:.2f} (rec {r['train_reconstruction']:.2f} + KL {r['train_kl']:.2f})  {val}"
         f"test {r['test_loss']:.2f} (rec {r['test_reconstruction']:.2f} + KL {r['test_kl']:.2f})  "
         f"nats/image  {r['seconds']:.2f}s"
     )

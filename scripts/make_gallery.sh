@@ -21,4 +21,17 @@ cp "$RUN/loss_curve.png" docs/loss_curve.png
 [ -f runs/gallery2d/vae_final_model.pth ] || freyvae train --data "$DATA" --out runs/gallery2d --latent-dim 2 --quiet
 freyvae manifold -c runs/gallery2d/vae_final_model.pth --data "$DATA" --quiet --grid 12 --scale 2 -o docs/manifold_2d.png
 freyvae evaluate "${common[@]}" --iw-samples 1000 --json > docs/evaluate.json
+
+# The stronger model: PixelVAE on the literature split (seed 123), as benchmarks/bench_literature.py
+# trains it; its best-validation model draws the pictures.
+PV=runs/literature/pixelvae-123
+[ -f "$PV/vae_best_model.pth" ] || freyvae train --model pixelvae --split literature --split-seed 123 \
+    --epochs "${PIXELVAE_EPOCHS:-200}" --lr 2e-3 --lr-schedule cosine --patience 30 --checkpoint-every 0 \
+    --data "$DATA" --out "$PV" --quiet
+pv=(-c "$PV/vae_best_model.pth" --data "$DATA" --quiet)
+freyvae reconstruct "${pv[@]}" -n 20 -o docs/pixelvae_reconstructions.png
+freyvae sample -c "$PV/vae_best_model.pth" --quiet -n 20 -o docs/pixelvae_samples.png
+freyvae traverse "${pv[@]}" -o docs/pixelvae_traversal.png --scale 3
+freyvae manifold "${pv[@]}" --pca --grid 10 --scale 3 -o docs/pixelvae_manifold_pca.png
+cp "$PV/loss_curve.png" docs/pixelvae_loss_curve.png
 ls -l docs/

@@ -10,7 +10,9 @@ from freyvae_cli import checkpoint
 from freyvae_cli.cli import app
 from freyvae_cli.evaluate import active_units, bce_floor, bernoulli_log_px, evaluate, iw_nll, iw_precision
 from freyvae_cli.explore import split_images
-from freyvae_cli.model import VAE, log_likelihood, native_bf16
+from freyvae_cli.fast import native_bf16
+from freyvae_cli.likelihood import log_likelihood
+from freyvae_cli.model import VAE
 from tests.conftest import last_json, make_faces
 
 KEYS = {"neg_elbo", "reconstruction", "kl", "iw_nll", "bits_per_dim", "bce_floor", "excess", "kl_per_dim",

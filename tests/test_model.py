@@ -7,20 +7,9 @@ import math
 import pytest
 import torch
 
-from freyvae_cli.model import (
-    LEVELS,
-    LOGVAR_MAX,
-    LOGVAR_MIN,
-    VAE,
-    TapsConvTranspose2d,
-    kl_divergence,
-    mean_image,
-    neg_elbo,
-    pixel_log_probs,
-    relu_then_pool,
-    transposed_conv_as,
-    transposed_conv_by_taps,
-)
+from freyvae_cli.fast import TapsConvTranspose2d, relu_then_pool, transposed_conv_as, transposed_conv_by_taps
+from freyvae_cli.likelihood import LEVELS, kl_divergence, mean_image, neg_elbo, pixel_log_probs
+from freyvae_cli.model import LOGVAR_MAX, LOGVAR_MIN, VAE
 
 
 @pytest.mark.parametrize("likelihood,channels", [("bernoulli", 1), ("logistic", 2), ("categorical", 256)])

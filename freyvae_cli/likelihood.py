@@ -1,0 +1,76 @@
+"""The pixel likelihoods p(x|z), the KL term, and the loss: the negative ELBO, for every model.
+
+-ELBO(x) = -E_q(z|x) log p(x|z) + KL(q(z|x) || N(0, I))   (Kingma & Welling, 2014), in nats per image.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+LEVELS = 256  # 8-bit pixels, for the discrete likelihoods
+OUT_CHANNELS = {"bernoulli": 1, "logistic": 2, "categorical": LEVELS}
+
+
+def _logistic_log_probs(params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Per-pixel log P(x) of a logistic discretised to 256 bins on [-1, 1], edge bins open."""
+    mean, log_scale = params[:, :1], params[:, 1:2].clamp(min=-7.0)
+    centred = (x.float() / 127.5 - 1.0) - mean
+    inv_scale = torch.exp(-log_scale)
+    upper = inv_scale * (centred + 1.0 / 255.0)
+    lower = inv_scale * (centred - 1.0 / 255.0)
+    log_cdf_upper = upper - F.softplus(upper)   # log sigmoid(upper), for x = 0
+    log_sf_lower = -F.softplus(lower)           # log (1 - sigmoid(lower)), for x = 255
+    delta = torch.sigmoid(upper) - torch.sigmoid(lower)
+    mid = inv_scale * centred
+    log_pdf_mid = mid - log_scale - 2.0 * F.softplus(mid)  # density at the bin centre
+    log_mid = torch.where(delta > 1e-5, torch.log(delta.clamp(min=1e-12)), log_pdf_mid - math.log(127.5))
+    return torch.where(x == 0, log_cdf_upper, torch.where(x == LEVELS - 1, log_sf_lower, log_mid))
+
+
+def pixel_log_probs(params: torch.Tensor, x: torch.Tensor, likelihood: str) -> torch.Tensor:
+    """log p(x_i|z) for every pixel, (B, 1, 28, 20), for integer pixels x in 0..255.
+
+    For bernoulli the target is x/255, so the value is minus the binary cross-entropy of grey
+    targets, not a normalised likelihood of 8-bit data; the two discrete likelihoods are.
+    """
+    if likelihood == "bernoulli":
+        return -F.binary_cross_entropy_with_logits(params, x.float() / 255.0, reduction="none")
+    if likelihood == "logistic":
+        return _logistic_log_probs(params, x)
+    if likelihood == "categorical":  # over the last dimension, where channels-last logits are contiguous
+        log_probs = torch.log_softmax(params.permute(0, 2, 3, 1), dim=-1)
+        return log_probs.gather(-1, x.long().permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+    raise ValueError(f"unknown likelihood {likelihood!r}")
+
+
+def log_likelihood(params: torch.Tensor, x: torch.Tensor, likelihood: str) -> torch.Tensor:
+    """log p(x|z) summed over the 560 pixels, one value per image, in nats."""
+    return pixel_log_probs(params, x, likelihood).flatten(1).sum(1)
+
+
+def mean_image(params: torch.Tensor, likelihood: str) -> torch.Tensor:
+    """E[x|z] in [0, 1], (B, 1, 28, 20): what the commands draw for a decoded z."""
+    if likelihood == "bernoulli":
+        return torch.sigmoid(params)
+    levels = torch.arange(LEVELS, device=params.device)
+    if likelihood == "categorical":
+        probs = torch.softmax(params, dim=1)
+    else:
+        grid = levels.view(1, LEVELS, 1, 1).expand(params.shape[0], LEVELS, *params.shape[2:])
+        probs = torch.exp(_logistic_log_probs(params, grid))
+    return (probs * levels.view(1, LEVELS, 1, 1)).sum(1, keepdim=True) / (LEVELS - 1)
+
+
+def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(q(z|x) || N(0, I)) per latent dimension, (B, D): the closed form of Kingma & Welling."""
+    return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar)
+
+
+def neg_elbo(model, x: torch.Tensor, generator: torch.Generator | None = None):
+    """Reconstruction term -log p(x|z) and KL term, one value per image each, in nats, for uint8
+    images x; an autoregressive decoder is teacher-forced on x itself."""
+    params, mu, logvar = model(x.float() / 255.0, generator)
+    return -log_likelihood(params, x, model.likelihood), kl_divergence(mu, logvar).sum(1)
