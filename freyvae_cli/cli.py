@@ -181,7 +181,8 @@ def train(
                    help="Folder for checkpoints, history.json and loss_curve.png. [default: runs]")] = None,
     model: Annotated[ModelName, typer.Option(
         help="seed: the seed README's VAE. pixelvae: its encoder with a PixelCNN decoder head (defaults "
-             "--latent-dim 64 --likelihood categorical --batch-size 64 --kl-warmup 10).")] = ModelName.seed,
+             "--latent-dim 64 --likelihood categorical --batch-size 64 --kl-warmup 10 --epochs 200 --lr 2e-3 "
+             "--lr-schedule cosine).")] = ModelName.seed,
     epochs: Annotated[int, typer.Option(min=1, help="Total epochs (with --resume too).")] = 30,
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
     lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-3,
@@ -675,6 +676,52 @@ def _print_evaluation(r: dict, iw_bf16: bool) -> None:
         t.add_row("excess", f"{r['excess']:.2f}", "neg_elbo - bce_floor")
     t.add_row("active_units", f"{r['active_units']} / {len(r['kl_per_dim'])}", "dims with Var_x E\\[z_d] > 0.01")
     ui.console().print(t)
+
+
+@command
+def explore(
+    checkpoint: CheckpointOpt = Path(DEFAULT_CHECKPOINT),
+    data: DataOpt = None,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to serve on (0: a free one).")] = 0,
+    host: Annotated[str, typer.Option(help="Address to bind. Anything but 127.0.0.1 exposes the model "
+                                      "to your network.")] = "127.0.0.1",
+    no_browser: Annotated[bool, typer.Option("--no-browser", help="Only print the address.")] = False,
+    span: Annotated[float, typer.Option("--range", help="Slider range: -RANGE to +RANGE.")] = 3.0,
+    device: DeviceOpt = Device.auto,
+    quiet: QuietOpt = False,
+) -> None:
+    """The latent space live in the browser: sliders, the latent map, interpolation (Ctrl-C stops)."""
+    import signal
+
+    from freyvae_cli.server import Explorer, ExploreServer
+
+    if not 0 < span <= 10:
+        raise UsageError(f"--range must be above 0 and at most 10 (got {span})")
+    model, ckpt, faces = _load(checkpoint, device, data)
+    explorer = Explorer.build(model, ckpt, faces, str(checkpoint), span)
+    try:
+        server = ExploreServer(host, port, explorer)
+    except OSError as e:
+        raise FreyError(f"cannot serve on {host}:{port} ({e.strerror or e}); pick another --port, "
+                        "or --port 0 for a free one") from None
+    if host != "127.0.0.1":
+        ui.warning(f"serving on {host}, not 127.0.0.1: other machines that reach this address can use it")
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    ui.console().print(f"serving {checkpoint} at {server.url} (Ctrl-C stops)", highlight=False)
+    if not no_browser:
+        import webbrowser
+
+        webbrowser.open(server.url)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        ui.info("stopped")
+    finally:
+        server.server_close()
 
 
 @command

@@ -150,6 +150,10 @@ def history_csv(history: list[dict]) -> str:
 
 def check_resume(saved: dict, cfg: TrainConfig, explicit: set[str], path: Path) -> None:
     """Refuse to resume when a setting given on the command line differs from the checkpoint's."""
+    if saved.get("lr_schedule") == "cosine" and saved.get("epochs") != cfg.epochs:
+        raise UsageError(f"cannot resume {path} with --epochs {cfg.epochs}: its cosine learning-rate schedule "
+                         f"runs over {saved.get('epochs')} epochs; resume with --epochs {saved.get('epochs')} "
+                         "or start a new run")
     for name in RESUME_MUST_MATCH:
         if name in explicit and saved.get(name) != getattr(cfg, name):
             raise UsageError(
@@ -180,17 +184,6 @@ class _StopFlag:
         finally:
             for s, handler in old.items():
                 signal.signal(s, handler)
-
-
-class _Closer:
-    """Closes the TensorBoard log however training ends."""
-
-    def __init__(self, tb, history: list[dict]) -> None:
-        self.tb, self.history = tb, history
-
-    def close(self) -> None:
-        if self.tb is not None:
-            self.tb.close(self.history)
 
 
 def train(
@@ -271,7 +264,9 @@ def train(
 
         tb = TensorBoardLog(cfg.tensorboard, cfg)
     model.train()
-    with stop.installed(), contextlib.closing(_Closer(tb, history)):
+    with stop.installed(), contextlib.ExitStack() as cleanup:
+        if tb is not None:  # the TensorBoard log is closed however training ends
+            cleanup.callback(tb.close, history)
         reporter.start(cfg, epoch_done + 1, n_steps)  # after the handlers: a signal from now on is caught
         for epoch in range(epoch_done + 1, cfg.epochs + 1):
             t0 = time.perf_counter()

@@ -26,7 +26,7 @@ freyvae evaluate "${common[@]}" --iw-samples 1000 --json > docs/evaluate.json
 # trains it; its best-validation model draws the pictures.
 PV=runs/literature/pixelvae-123
 [ -f "$PV/vae_best_model.pth" ] || freyvae train --model pixelvae --split literature --split-seed 123 \
-    --epochs "${PIXELVAE_EPOCHS:-200}" --lr 2e-3 --lr-schedule cosine --patience 30 --checkpoint-every 0 \
+    --patience 30 --checkpoint-every 0 \
     --data "$DATA" --out "$PV" --quiet
 pv=(-c "$PV/vae_best_model.pth" --data "$DATA" --quiet)
 freyvae reconstruct "${pv[@]}" -n 20 -o docs/pixelvae_reconstructions.png

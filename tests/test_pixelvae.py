@@ -131,15 +131,37 @@ def test_pixelvae_refuses_another_likelihood(runner, small_mat, tmp_path):
     assert r.exit_code == 2 and "categorical" in r.stderr
 
 
-def test_pixelvae_resumes_bit_for_bit(runner, small_mat, tmp_path):
-    base = ["train", "--data", str(small_mat), *TINY, "--kl-warmup", "3", "--lr-schedule", "cosine"]
-    assert runner.invoke(app, [*base, "--out", str(tmp_path / "straight"), "--epochs", "4"]).exit_code == 0
-    assert runner.invoke(app, [*base, "--out", str(tmp_path / "half"), "--epochs", "2"]).exit_code == 0
-    r = runner.invoke(app, ["train", "--resume", str(tmp_path / "half" / "vae_final_model.pth"), "--epochs", "4"])
+def test_pixelvae_resumes_bit_for_bit(runner, small_mat, tmp_path, monkeypatch):
+    """A real SIGINT inside epoch 2 of 4 (cosine schedule, dropout, KL warm-up, validation), then a
+    resume: the same weights, history and best-validation model as a run never stopped."""
+    import os
+    import signal
+
+    from freyvae_cli import train as train_module
+
+    real = train_module.kl_weight
+
+    def signalling(cfg, epoch, step, n_steps):
+        if (epoch, step) == (2, 1):
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(cfg, epoch, step, n_steps)
+
+    base = ["train", "--data", str(small_mat), *TINY, "--epochs", "4", "--kl-warmup", "3", "--lr-schedule", "cosine",
+            "--dropout", "0.2"]
+    assert runner.invoke(app, [*base, "--out", str(tmp_path / "straight")]).exit_code == 0
+    monkeypatch.setattr(train_module, "kl_weight", signalling)
+    assert runner.invoke(app, [*base, "--out", str(tmp_path / "cut")]).exit_code == 130
+    monkeypatch.setattr(train_module, "kl_weight", real)
+    cut = tmp_path / "cut" / "interrupted.pth"
+    assert torch.load(cut, weights_only=True)["progress"]["step"] == 2
+    r = runner.invoke(app, ["train", "--resume", str(cut), "--epochs", "6"])  # the schedule spans 4 epochs
+    assert r.exit_code == 2 and "cosine" in r.stderr and "--epochs 4" in r.stderr
+    r = runner.invoke(app, ["train", "--resume", str(cut), "--quiet"])
     assert r.exit_code == 0, r.output
-    a, b = (torch.load(tmp_path / d / "vae_final_model.pth", weights_only=True) for d in ("straight", "half"))
+    for name in ("vae_final_model.pth", "vae_best_model.pth"):
+        a, b = (torch.load(tmp_path / d / name, weights_only=True) for d in ("straight", "cut"))
+        assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"]) and a["epoch"] == b["epoch"]
     assert a["config"]["model"] == "pixelvae" and set(a["split"]) == {"train", "val", "test"}
-    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     assert [h["val_loss"] for h in a["history"]] == [h["val_loss"] for h in b["history"]]
 
 

@@ -1,0 +1,212 @@
+"""`freyvae explore`: a local HTTP server that decodes faces for the page in freyvae_cli/web/.
+
+Standard library only (http.server, threaded). The model decodes on the server; the page asks for
+faces as PNGs. Nothing from a request reaches the file system: the page's files are a fixed table,
+every parameter is parsed and checked, and a bad request gets a 4xx with a short JSON error.
+Requests whose Host header is not this server's own address are refused (DNS rebinding).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import threading
+from dataclasses import dataclass
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
+from urllib.parse import parse_qs, urlsplit
+
+import numpy as np
+import torch
+
+from freyvae_cli import explore
+
+PAGE_FILES = {  # URL path -> (file in freyvae_cli/web, content type)
+    "/": ("index.html", "text/html; charset=utf-8"),
+    "/app.js": ("app.js", "text/javascript; charset=utf-8"),
+    "/style.css": ("style.css", "text/css; charset=utf-8"),
+}
+MAX_URL = 4096  # bytes of request line target; a z of 512 numbers fits easily
+MAX_Z = 50.0  # |z_d| above this is refused: the prior puts no mass there
+SCALE = 10  # the face is 28x20 pixels; the page shows it 280x200, crisp
+MAX_STEPS = 20
+
+
+class BadRequest(Exception):
+    """A request parameter is missing or wrong: 400 with this message."""
+
+
+@dataclass
+class Explorer:
+    """What the page needs, computed once: the model, the test faces and their latent means."""
+
+    model: torch.nn.Module
+    info: dict
+    faces: np.ndarray  # (n, 28, 20) uint8, the test split
+    frames: np.ndarray
+    mu: torch.Tensor  # (n, D) posterior means
+    kl: np.ndarray  # (D,) nats, on the test split
+    span: float
+    lock: threading.Lock
+
+    @classmethod
+    def build(cls, model, ckpt: dict, faces: np.ndarray, checkpoint: str, span: float) -> Explorer:
+        x, frames = explore.split_images(ckpt, faces, "test")
+        mu, _ = explore.encode(model, x)
+        kl = explore.kl_per_dim(model, x)
+        points, axes, share = explore.pca(mu.numpy())
+        last = ckpt["history"][-1] if ckpt["history"] else {}
+        cfg = ckpt["config"]
+        info = {
+            "checkpoint": checkpoint, "model": cfg.get("model", "seed"), "likelihood": cfg["likelihood"],
+            "epochs": ckpt["epoch"], "test_loss": last.get("test_loss"), "units": "nats per image",
+            "latent_dim": model.latent_dim, "range": span, "n_test": len(x),
+            "autoregressive": bool(model.autoregressive), "drawn": explore.what_is_drawn(model),
+            "dims": [{"index": int(d), "kl": float(kl[d])} for d in np.argsort(-kl, kind="stable")],
+            "map": {"points": points.round(4).tolist(), "frames": frames.tolist(), "axes": axes.tolist(),
+                    "centre": mu.mean(0).tolist(), "share": [float(s) for s in share]},
+        }
+        return cls(model, info, x.squeeze(1).numpy(), frames, mu, kl, span, threading.Lock())
+
+    def decode_png(self, z: torch.Tensor) -> bytes:
+        with self.lock:  # one decode at a time: torch already uses every core for one
+            face = explore.decode(self.model, z.unsqueeze(0))[0]
+        return png(face)
+
+    def strip_png(self, a: int, b: int, steps: int) -> bytes:
+        with self.lock:
+            path = explore.decode(self.model, explore.interpolate(self.mu[a], self.mu[b], steps))
+        return png(np.concatenate(list(path), axis=1), scale=4)
+
+    def face(self, i: int) -> dict:
+        return {"index": i, "frame": int(self.frames[i]), "mu": [round(float(v), 5) for v in self.mu[i]]}
+
+
+def png(face: np.ndarray, scale: int = SCALE) -> bytes:
+    """A grey face (values in [0, 1]) as a PNG, upscaled by nearest neighbour."""
+    from PIL import Image
+
+    pixels = (np.clip(face, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    image = Image.fromarray(pixels, mode="L").resize((pixels.shape[1] * scale, pixels.shape[0] * scale),
+                                                      Image.NEAREST)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def parse_z(text: str, latent: int) -> torch.Tensor:
+    parts = text.split(",")
+    if len(parts) != latent:
+        raise BadRequest(f"z must have {latent} numbers (got {len(parts)})")
+    try:
+        values = [float(p) for p in parts]
+    except ValueError:
+        raise BadRequest("z must be comma-separated numbers") from None
+    if not all(math.isfinite(v) for v in values):
+        raise BadRequest("z must be finite numbers")
+    if max(abs(v) for v in values) > MAX_Z:
+        raise BadRequest(f"z values must lie within ±{MAX_Z:g}")
+    return torch.tensor(values, dtype=torch.float32)
+
+
+def parse_int(query: dict, name: str, low: int, high: int) -> int:
+    values = query.get(name)
+    if not values or len(values) != 1:
+        raise BadRequest(f"give one {name}")
+    text = values[0]
+    if not (text.isascii() and text.isdigit()) or len(text) > 6:
+        raise BadRequest(f"{name} must be a whole number")
+    value = int(text)
+    if not low <= value <= high:
+        raise BadRequest(f"{name} must be between {low} and {high} (got {value})")
+    return value
+
+
+class Handler(BaseHTTPRequestHandler):
+    server: ExploreServer
+    server_version = "freyvae"
+    sys_version = ""
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args) -> None:  # quiet: the terminal is the user's
+        pass
+
+    def send(self, status: int, body: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.send_header("Content-Security-Policy", "default-src 'self'; img-src 'self' blob:")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def fail(self, status: int, message: str) -> None:
+        self.send(status, json.dumps({"error": message}).encode(), "application/json")
+
+    def do_GET(self) -> None:
+        try:
+            self.route()
+        except BadRequest as e:
+            self.fail(HTTPStatus.BAD_REQUEST, str(e))
+        except Exception as e:  # a bug must not stop the server or show a traceback
+            self.fail(HTTPStatus.INTERNAL_SERVER_ERROR, f"internal error ({type(e).__name__})")
+
+    def do_POST(self) -> None:
+        self.close_connection = True
+        self.fail(HTTPStatus.METHOD_NOT_ALLOWED, "only GET is served")
+
+    do_PUT = do_DELETE = do_PATCH = do_POST
+
+    def route(self) -> None:
+        if self.headers.get("Host") not in self.server.hosts:
+            self.close_connection = True
+            return self.fail(HTTPStatus.FORBIDDEN, "unknown Host header")
+        length = self.headers.get("Content-Length")
+        if length not in (None, "0"):
+            self.close_connection = True
+            return self.fail(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "GET requests carry no body")
+        if len(self.path) > MAX_URL:
+            return self.fail(HTTPStatus.REQUEST_URI_TOO_LONG, "request too long")
+        url = urlsplit(self.path)
+        query = parse_qs(url.query, keep_blank_values=True, max_num_fields=8)
+        ex = self.server.explorer
+        if url.path in PAGE_FILES:
+            name, kind = PAGE_FILES[url.path]
+            page = resources.files("freyvae_cli").joinpath("web").joinpath(name).read_bytes()
+            return self.send(HTTPStatus.OK, page, kind)
+        if url.path == "/favicon.ico":  # browsers ask for it; there is none
+            return self.send(HTTPStatus.NO_CONTENT, b"", "image/x-icon")
+        if url.path == "/api/info":
+            return self.send(HTTPStatus.OK, json.dumps(ex.info).encode(), "application/json")
+        if url.path == "/api/decode.png":
+            z = parse_z(query.get("z", [""])[0], ex.model.latent_dim)
+            return self.send(HTTPStatus.OK, ex.decode_png(z), "image/png")
+        last = len(ex.faces) - 1
+        if url.path == "/api/face":
+            return self.send(HTTPStatus.OK, json.dumps(ex.face(parse_int(query, "i", 0, last))).encode(),
+                             "application/json")
+        if url.path == "/api/original.png":
+            return self.send(HTTPStatus.OK, png(ex.faces[parse_int(query, "i", 0, last)] / 255.0), "image/png")
+        if url.path == "/api/interpolate.png":
+            a, b = parse_int(query, "a", 0, last), parse_int(query, "b", 0, last)
+            steps = parse_int(query, "steps", 2, MAX_STEPS)
+            return self.send(HTTPStatus.OK, ex.strip_png(a, b, steps), "image/png")
+        return self.fail(HTTPStatus.NOT_FOUND, "no such page")
+
+
+class ExploreServer(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 64
+
+    def __init__(self, host: str, port: int, explorer: Explorer) -> None:
+        super().__init__((host, port), Handler)
+        self.explorer = explorer
+        bound = self.server_address[1]
+        self.hosts = {f"{host}:{bound}", f"127.0.0.1:{bound}", f"localhost:{bound}"}
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.server_address[0]}:{self.server_address[1]}/"

@@ -1,0 +1,186 @@
+// freyvae explore: sliders over z, the latent map, interpolation. The server decodes; this page
+// asks for one face at a time (at most one request in flight, the latest z wins).
+"use strict";
+
+const INACTIVE_KL = 0.05; // nats: the threshold `freyvae traverse` uses
+const $ = (id) => document.getElementById(id);
+const state = { info: null, z: [], face: 0, mu: [], other: null, sliders: {}, pending: null, inFlight: false };
+
+function fmt(v, d = 2) { return Number(v).toFixed(d); }
+function quote(s) { return /^[\w./-]+$/.test(s) ? s : "'" + s.replace(/'/g, "'\\''") + "'"; }
+
+async function getJSON(url) {
+  const r = await fetch(url);
+  if (!r.ok) throw new Error(url + ": " + r.status);
+  return r.json();
+}
+
+// ---- decoding: the latest z wins, never more than one request in flight -------------------
+function requestFace() {
+  state.pending = state.z.slice();
+  if (!state.inFlight) sendNext();
+  drawMap();
+  showCommand();
+}
+
+async function sendNext() {
+  const z = state.pending;
+  if (!z) return;
+  state.pending = null;
+  state.inFlight = true;
+  try {
+    const r = await fetch("/api/decode.png?z=" + z.map((v) => fmt(v, 4)).join(","));
+    if (r.ok) setImage($("face"), await r.blob());
+  } catch (e) {
+    console.warn("decode failed", e);
+  } finally {
+    state.inFlight = false;
+    if (state.pending) sendNext();
+  }
+}
+
+function setImage(img, blob) {
+  const old = img.src;
+  img.src = URL.createObjectURL(blob);
+  if (old.startsWith("blob:")) URL.revokeObjectURL(old);
+}
+
+// ---- sliders ------------------------------------------------------------------------------
+function buildSliders() {
+  const { dims, range } = state.info;
+  const inactive = dims.filter((d) => d.kl < INACTIVE_KL);
+  for (const d of dims) {
+    const row = document.createElement("label");
+    row.className = "slider";
+    const name = document.createElement("span");
+    name.textContent = `dim ${d.index} · KL ${fmt(d.kl)} nats`;
+    const input = document.createElement("input");
+    Object.assign(input, { type: "range", min: -range, max: range, step: 0.01, value: 0 });
+    input.dataset.dim = d.index;
+    input.addEventListener("input", () => { state.z[d.index] = Number(input.value); requestFace(); });
+    row.append(name, input);
+    (d.kl < INACTIVE_KL ? $("inactive") : $("sliders")).append(row);
+    state.sliders[d.index] = input;
+  }
+  $("inactive-summary").textContent = `${inactive.length} inactive dimensions (KL < ${INACTIVE_KL} nats)`;
+  $("inactive-box").hidden = inactive.length === 0;
+}
+
+function setZ(z) {
+  state.z = z.slice();
+  const r = state.info.range;
+  for (const [d, input] of Object.entries(state.sliders)) input.value = Math.max(-r, Math.min(r, state.z[d]));
+  requestFace();
+}
+
+function gaussian() { // Box-Muller
+  const u = 1 - Math.random(), v = Math.random();
+  return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * v);
+}
+
+// ---- the latent map -----------------------------------------------------------------------
+function mapGeometry() {
+  const c = $("map"), pts = state.info.map.points, pad = 16;
+  const xs = pts.map((p) => p[0]), ys = pts.map((p) => p[1]);
+  const x0 = Math.min(...xs), x1 = Math.max(...xs), y0 = Math.min(...ys), y1 = Math.max(...ys);
+  const sx = (c.width - 2 * pad) / ((x1 - x0) || 1), sy = (c.height - 2 * pad) / ((y1 - y0) || 1);
+  return { toPx: (p) => [pad + (p[0] - x0) * sx, c.height - pad - (p[1] - y0) * sy] };
+}
+
+function colour(t) { // dark blue -> green -> yellow, like viridis
+  const h = 250 - 190 * t, l = 30 + 35 * t;
+  return `hsl(${h}, 70%, ${l}%)`;
+}
+
+function project(z) {
+  const { axes, centre } = state.info.map;
+  return axes.map((a) => a.reduce((s, w, d) => s + w * (z[d] - centre[d]), 0));
+}
+
+function drawMap() {
+  if (!state.info) return;
+  const c = $("map"), g = c.getContext("2d"), m = state.info.map, geo = mapGeometry();
+  const f0 = Math.min(...m.frames), f1 = Math.max(...m.frames);
+  g.clearRect(0, 0, c.width, c.height);
+  m.points.forEach((p, i) => {
+    const [x, y] = geo.toPx(p);
+    g.fillStyle = colour((m.frames[i] - f0) / ((f1 - f0) || 1));
+    g.beginPath(); g.arc(x, y, i === state.face || i === state.other ? 5 : 3, 0, 2 * Math.PI); g.fill();
+  });
+  for (const i of [state.face, state.other]) {
+    if (i === null) continue;
+    const [x, y] = geo.toPx(m.points[i]);
+    g.strokeStyle = "#000"; g.lineWidth = 1.5;
+    g.beginPath(); g.arc(x, y, 7, 0, 2 * Math.PI); g.stroke();
+  }
+  const [x, y] = geo.toPx(project(state.z));
+  g.strokeStyle = "#d11"; g.lineWidth = 2.5;
+  g.beginPath(); g.moveTo(x - 7, y - 7); g.lineTo(x + 7, y + 7); g.moveTo(x + 7, y - 7); g.lineTo(x - 7, y + 7); g.stroke();
+}
+
+function nearestPoint(event) {
+  const c = $("map"), rect = c.getBoundingClientRect(), geo = mapGeometry();
+  const px = (event.clientX - rect.left) * (c.width / rect.width), py = (event.clientY - rect.top) * (c.height / rect.height);
+  let best = null, bestD = 15 * 15;
+  state.info.map.points.forEach((p, i) => {
+    const [x, y] = geo.toPx(p), d = (x - px) ** 2 + (y - py) ** 2;
+    if (d < bestD) { best = i; bestD = d; }
+  });
+  return best;
+}
+
+// ---- faces and interpolation --------------------------------------------------------------
+async function loadFace(i) {
+  const f = await getJSON("/api/face?i=" + i);
+  state.face = i; state.mu = f.mu; state.other = null;
+  $("interp").hidden = true;
+  $("original").src = "/api/original.png?i=" + i;
+  $("recon").src = "/api/decode.png?z=" + f.mu.map((v) => fmt(v, 4)).join(",");
+  $("original-label").textContent = `test face ${i} (frame ${f.frame})`;
+  setZ(f.mu);
+}
+
+async function interpolateTo(j) {
+  const f = await getJSON("/api/face?i=" + j);
+  state.other = j; state.otherMu = f.mu;
+  $("strip").src = `/api/interpolate.png?a=${state.face}&b=${j}&steps=10`;
+  $("interp").hidden = false;
+  $("walk").value = 0;
+  setZ(state.mu);
+}
+
+function walk() {
+  const t = Number($("walk").value);
+  setZ(state.mu.map((v, d) => (1 - t) * v + t * state.otherMu[d]));
+}
+
+function showCommand() {
+  const ck = quote(state.info.checkpoint), r = state.info.range;
+  $("command").textContent = state.other !== null
+    ? `freyvae interpolate -c ${ck} --from ${state.face} --to ${state.other} --steps 10`
+    : `freyvae traverse -c ${ck} --face ${state.face} --range ${r}`;
+}
+
+// ---- start --------------------------------------------------------------------------------
+async function main() {
+  state.info = await getJSON("/api/info");
+  const i = state.info;
+  const loss = i.test_loss === null ? "" : ` · test loss ${fmt(i.test_loss)} ${i.units}`;
+  $("info").textContent = `${i.checkpoint} · ${i.model} model · ${i.likelihood} likelihood · ${i.epochs} epochs${loss}`;
+  $("drawn").textContent = i.drawn;
+  state.z = new Array(i.latent_dim).fill(0);
+  buildSliders();
+  $("reset").addEventListener("click", () => setZ(state.mu));
+  $("zero").addEventListener("click", () => setZ(new Array(i.latent_dim).fill(0)));
+  $("random").addEventListener("click", () => setZ(state.z.map(gaussian)));
+  $("walk").addEventListener("input", walk);
+  $("map").addEventListener("click", (e) => {
+    const j = nearestPoint(e);
+    if (j === null) return;
+    if (e.shiftKey && j !== state.face) interpolateTo(j); else loadFace(j);
+  });
+  await loadFace(0);
+  document.body.dataset.ready = "1";
+}
+
+main().catch((e) => { console.error(e); $("info").textContent = "could not load: " + e.message; });

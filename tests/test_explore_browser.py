@@ -1,0 +1,109 @@
+"""`freyvae explore` in a real browser: headless Chromium (Debian's package) driven by Playwright
+drags a slider, clicks the latent map, shift-clicks for an interpolation, and sees the face change
+with no console error."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+
+import pytest
+
+from freyvae_cli import checkpoint as ck
+from freyvae_cli.data import load_faces
+from freyvae_cli.server import Explorer, ExploreServer
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+playwright = pytest.importorskip("playwright.sync_api", reason="needs the playwright package (pip install playwright)")
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs a Chromium binary (apt-get install chromium)")
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture
+def page(trained, small_mat, tmp_path):
+    model, ckpt = ck.load_model(trained)
+    server = ExploreServer("127.0.0.1", 0, Explorer.build(model, ckpt, load_faces(small_mat), str(trained), 3.0))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    errors: list[str] = []
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1100, "height": 800})
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(server.url)
+        page.wait_for_selector("body[data-ready='1']", timeout=15000)
+        yield page, errors
+        page.screenshot(path=str(tmp_path / "explore.png"))
+        if os.environ.get("FREYVAE_SCREENSHOT"):  # to look at it, as a person would
+            shutil.copy(tmp_path / "explore.png", os.environ["FREYVAE_SCREENSHOT"])
+        browser.close()
+    server.shutdown()
+    server.server_close()
+
+
+def wait_until(page, js: str, timeout: float = 10.0) -> None:
+    """Poll a JavaScript expression through the DevTools protocol (Playwright's own waiting helper
+    evaluates strings, which the page's Content-Security-Policy forbids)."""
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(js):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {js}")
+        page.wait_for_timeout(50)
+
+
+def face_pixels(page) -> bytes:
+    return page.locator("#face").screenshot()
+
+
+def wait_for_change(page, before: bytes, timeout: float = 10.0) -> bytes:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        now = face_pixels(page)
+        if now != before:
+            return now
+        page.wait_for_timeout(100)
+    raise AssertionError("the face did not change")
+
+
+def test_dragging_a_slider_clicking_the_map_and_interpolating(page):
+    page, errors = page
+    assert "epochs" in page.inner_text("#info") and "nats per image" in page.inner_text("#info")
+    assert page.locator("#sliders input").count() + page.locator("#inactive input").count() == 4
+    assert "freyvae traverse" in page.inner_text("#command")
+    wait_until(page, "document.getElementById('face').src.startsWith('blob:')")
+    before = face_pixels(page)
+
+    if page.locator("#sliders input").count() == 0:  # a young model: every dimension folded away
+        page.click("#inactive-summary")
+    slider = page.locator(".slider input").first
+    box = slider.bounding_box()
+    y = box["y"] + box["height"] / 2
+    page.mouse.move(box["x"] + box["width"] / 2, y)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] - 2, y, steps=12)  # dragging: no waiting for mouse-up
+    after_drag = wait_for_change(page, before)
+    page.mouse.up()
+
+    def point_on_map(i: int) -> tuple[float, float]:
+        x, y = page.evaluate(f"mapGeometry().toPx(state.info.map.points[{i}])")
+        c = page.locator("#map").bounding_box()
+        return c["x"] + x * c["width"] / 420, c["y"] + y * c["height"] / 360
+
+    page.mouse.click(*point_on_map(5))
+    wait_until(page, "document.getElementById('original').src.endsWith('i=5')")
+    assert "--face 5" in page.inner_text("#command")
+    after_click = wait_for_change(page, after_drag)
+
+    page.keyboard.down("Shift")
+    page.mouse.click(*point_on_map(9))
+    page.keyboard.up("Shift")
+    page.wait_for_selector("#interp:not([hidden])")
+    wait_until(page, "document.getElementById('strip').complete && "
+                     "document.getElementById('strip').naturalWidth > 0")
+    assert "freyvae interpolate" in page.inner_text("#command") and "--to 9" in page.inner_text("#command")
+    page.locator("#walk").fill("1")
+    wait_for_change(page, after_click)
+    assert errors == []

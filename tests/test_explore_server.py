@@ -1,0 +1,169 @@
+"""`freyvae explore`: the real HTTP server on port 0, its page, every bad request, the command."""
+
+from __future__ import annotations
+
+import http.client
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from freyvae_cli import checkpoint as ck
+from freyvae_cli import explore
+from freyvae_cli.data import load_faces
+from freyvae_cli.server import Explorer, ExploreServer
+
+
+@pytest.fixture(scope="module")
+def served(trained, small_mat):
+    """The server of the tiny trained model, in a thread, on a free port."""
+    model, ckpt = ck.load_model(trained)
+    explorer = Explorer.build(model, ckpt, load_faces(small_mat), str(trained), 3.0)
+    server = ExploreServer("127.0.0.1", 0, explorer)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server, model, ckpt
+    server.shutdown()
+    server.server_close()
+
+
+def get(server, path: str, host: str | None = None, method: str = "GET", body: bytes | None = None,
+        headers: dict | None = None):
+    conn = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=30)
+    conn.putrequest(method, path, skip_host=True)
+    conn.putheader("Host", host or f"127.0.0.1:{server.server_address[1]}")
+    for k, v in (headers or {}).items():
+        conn.putheader(k, v)
+    if body is not None:
+        conn.putheader("Content-Length", str(len(body)))
+    conn.endheaders(body)
+    r = conn.getresponse()
+    data = r.read()
+    conn.close()
+    return r.status, r.getheader("Content-Type"), data
+
+
+def zq(z) -> str:
+    return ",".join(f"{float(v):.4f}" for v in z)
+
+
+def test_the_page_and_its_files_load(served):
+    server, _, _ = served
+    for path, kind in (("/", "text/html"), ("/app.js", "text/javascript"), ("/style.css", "text/css")):
+        status, ctype, body = get(server, path)
+        assert status == 200 and ctype.startswith(kind) and len(body) > 200
+    status, _, body = get(server, "/")
+    assert b'src="/app.js"' in body and b"http" not in body.replace(b"http-equiv", b"")  # nothing from the internet
+    info = json.loads(get(server, "/api/info")[2])
+    assert info["latent_dim"] == 4 and len(info["dims"]) == 4 and info["units"] == "nats per image"
+    kls = [d["kl"] for d in info["dims"]]
+    assert kls == sorted(kls, reverse=True) and len(info["map"]["points"]) == info["n_test"] == 12
+
+
+def test_decode_returns_the_models_face_and_changes_with_z(served):
+    server, model, _ = served
+    z = torch.tensor([0.5, -1.0, 0.25, 2.0])
+    status, ctype, body = get(server, "/api/decode.png?z=" + zq(z))
+    assert status == 200 and ctype == "image/png"
+    image = np.asarray(Image.open(io.BytesIO(body)))
+    assert image.shape == (280, 200)
+    expected = (np.clip(explore.decode(model, z.unsqueeze(0))[0], 0, 1) * 255 + 0.5).astype(np.uint8)
+    assert np.array_equal(image[::10, ::10], expected)  # the same face, upscaled 10x by nearest neighbour
+    other = np.asarray(Image.open(io.BytesIO(get(server, "/api/decode.png?z=" + zq(-z))[2])))
+    assert not np.array_equal(image, other)
+
+
+def test_faces_originals_and_interpolation(served, small_mat):
+    server, model, ckpt = served
+    face = json.loads(get(server, "/api/face?i=3")[2])
+    frame = int(ckpt["split"]["test"][3])
+    assert face["frame"] == frame
+    x = torch.from_numpy(load_faces(small_mat)[[frame]]).unsqueeze(1)
+    assert np.allclose(face["mu"], explore.encode(model, x)[0][0].numpy(), atol=1e-4)
+    original = np.asarray(Image.open(io.BytesIO(get(server, "/api/original.png?i=3")[2])))
+    assert np.array_equal(original[::10, ::10], load_faces(small_mat)[frame])
+    status, ctype, body = get(server, "/api/interpolate.png?a=0&b=5&steps=7")
+    assert status == 200 and Image.open(io.BytesIO(body)).size == (7 * 20 * 4, 28 * 4)
+
+
+BAD = [
+    ("/api/decode.png?z=1,2,3", 400, "4 numbers"),
+    ("/api/decode.png?z=1,2,3,nan", 400, "finite"),
+    ("/api/decode.png?z=1,2,3,inf", 400, "finite"),
+    ("/api/decode.png?z=1,2,3,1e30", 400, "within"),
+    ("/api/decode.png?z=1,2,3,abc", 400, "numbers"),
+    ("/api/decode.png", 400, "numbers"),
+    ("/api/face?i=12", 400, "between 0 and 11"),
+    ("/api/face?i=-1", 400, "whole number"),
+    ("/api/face?i=1&i=2", 400, "one i"),
+    ("/api/interpolate.png?a=0&b=1&steps=1000", 400, "steps"),
+    ("/nope", 404, "no such page"),
+    ("/../../etc/passwd", 404, "no such page"),
+    ("/%2e%2e/pyproject.toml", 404, "no such page"),
+    ("/web/app.js", 404, "no such page"),
+    ("/api/decode.png?z=" + "1," * 3000 + "1", 414, "too long"),
+]
+
+
+@pytest.mark.parametrize("path,status,message", BAD)
+def test_bad_requests_get_a_4xx_and_the_server_keeps_serving(served, path, status, message):
+    server, _, _ = served
+    got, ctype, body = get(server, path)
+    assert got == status and ctype == "application/json"
+    assert message in json.loads(body)["error"] and b"Traceback" not in body
+    assert get(server, "/api/decode.png?z=0,0,0,0")[0] == 200
+
+
+def test_foreign_host_bodies_and_other_methods_are_refused(served):
+    server, _, _ = served
+    assert get(server, "/", host="evil.example:80")[0] == 403  # DNS rebinding
+    assert get(server, "/api/info", host="attacker.test")[0] == 403
+    assert get(server, "/", host=f"localhost:{server.server_address[1]}")[0] == 200
+    assert get(server, "/api/face?i=1", body=b"x" * 100_000)[0] == 413
+    assert get(server, "/api/info", method="POST", body=b"{}")[0] == 405
+    assert get(server, "/api/decode.png?z=0,0,0,0")[0] == 200
+
+
+def test_explore_command_serves_until_ctrl_c(trained, small_mat, tmp_path):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "freyvae_cli", "explore", "-c", str(trained),
+                             "--data", str(small_mat), "--no-browser"],
+                            stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+    try:
+        line = proc.stderr.readline()
+        assert "http://127.0.0.1:" in line
+        url = line.split("http://")[1].split("/")[0]
+        conn = http.client.HTTPConnection(url, timeout=30)
+        conn.request("GET", "/api/info")
+        assert conn.getresponse().status == 200
+    finally:
+        proc.send_signal(signal.SIGINT)
+        rest = proc.communicate(timeout=30)[1]
+    assert proc.returncode == 0 and "Traceback" not in rest and rest.strip() == "stopped"
+
+
+def test_explore_refuses_a_port_in_use_and_a_missing_checkpoint(runner, trained, small_mat, tmp_path):
+    from freyvae_cli.cli import app
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        r = runner.invoke(app, ["explore", "-c", str(trained), "--data", str(small_mat), "--port", str(port),
+                                "--no-browser"])
+    assert r.exit_code == 1 and "--port" in r.stderr and r.stderr.count("\n") == 1
+    r = runner.invoke(app, ["explore", "-c", str(tmp_path / "none.pth"), "--no-browser"])
+    assert r.exit_code == 1 and "not found" in r.stderr and r.stderr.count("\n") == 1
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(trained.read_bytes()[:3000])  # a truncated checkpoint
+    r = runner.invoke(app, ["explore", "-c", str(bad), "--no-browser"])
+    assert r.exit_code == 1 and "bad.pth" in r.stderr and r.stderr.count("\n") == 1
