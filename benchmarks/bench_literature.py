@@ -71,6 +71,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=200,
                     help="PixelVAE epoch budget (early stopping may end it sooner)")
     ap.add_argument("--patience", type=int, default=30)
+    ap.add_argument("--dropout", type=float, default=None, help="PixelVAE dropout [default: the model's]")
     ap.add_argument("--iw-samples", type=int, default=100, help="K of the importance-weighted bound")
     ap.add_argument("--out", default="runs/literature")
     ap.add_argument("--no-seed-model", action="store_true", help="skip the seed model's rows")
@@ -80,6 +81,8 @@ def main() -> None:
         raise SystemExit(f"no data file {args.data}: pass --data or set FREYVAE_DATA")
 
     pixelvae = ["--model", "pixelvae", "--epochs", str(args.epochs), "--patience", str(args.patience)]
+    if args.dropout is not None:
+        pixelvae += ["--dropout", str(args.dropout)]
     seed_model = ["--likelihood", "categorical", "--epochs", "30"]  # the seed's 30 epochs, a 256-way likelihood
     rows, seed_rows = [], []
     for s in args.seeds:

@@ -778,17 +778,22 @@ def _print_comparison(rows: list[dict], settings: list[str], metric: str | None)
         note = "likelihoods differ: ranked by bits/dim"
     else:
         note = "ranked by best test loss" if rows[0]["best_by"] == "test" else "best = at the best validation epoch"
+    columns = [("run", lambda r: r["run"])] + [(k, lambda r, k=k: str(r[k])) for k in settings] + [
+        ("epochs", lambda r: str(r["epochs"])), ("seconds", lambda r: num(r["seconds"], ".1f")),
+        ("train", lambda r: num(r["train_loss"])), ("test", lambda r: num(r["test_loss"])),
+        ("best", lambda r: "" if r["best_loss"] is None else f"{num(r['best_loss'])} ({r['best_by']})"),
+        ("best epoch", lambda r: str(r["best_epoch"] or "")), ("best test", lambda r: num(r["best_test_loss"])),
+        ("KL", lambda r: num(r["kl"])),
+        ("active", lambda r: "" if r["active_units"] is None else str(r["active_units"])),
+    ]
+    if any(r["best_test_bpd"] is not None for r in rows):
+        columns.append(("best test bits/dim", lambda r: num(r["best_test_bpd"], ".3f")))
     t = Table(caption=f"losses in nats per image (summed over 560 pixels); bits/dim for the discrete "
                       f"likelihoods; {note}")
-    for c in ["run", *settings, "epochs", "seconds", "train", "test", "best", "best epoch", "best test", "KL",
-              "active", "test bits/dim"]:
-        t.add_column(c, justify="left" if c in ("run", *settings) else "right")
+    for name, _ in columns:
+        t.add_column(name, justify="left" if name == "run" or name in settings else "right")
     for r in rows:
-        best = f"{num(r['best_loss'])} ({r['best_by']})" if r["best_loss"] is not None else ""
-        t.add_row(r["run"], *[str(r[k]) for k in settings], str(r["epochs"]), num(r["seconds"], ".1f"),
-                  num(r["train_loss"]), num(r["test_loss"]), best, str(r["best_epoch"] or ""),
-                  num(r["best_test_loss"]), num(r["kl"]), str(r["active_units"] if r["active_units"] is not None
-                                                               else ""), num(r["best_test_bpd"], ".3f"))
+        t.add_row(*[cell(r) for _, cell in columns])
     ui.console().print(t)
 
 

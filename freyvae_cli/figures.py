@@ -116,13 +116,16 @@ def save_loss_curve(history: list[dict], path: str | Path) -> Path:
         ax.grid(alpha=0.3)
         ax.legend()
     last = history[-1]
+    if len(history) >= 20:  # the first epochs (thousands of nats for 8-bit likelihoods) would flatten the rest
+        losses = [r[f"{s}_loss"] for r in history for s in splits]
+        late = [r[f"{s}_loss"] for r in history[len(history) // 10:] for s in splits]
+        margin = 0.05 * (max(late) - min(losses))
+        ax1.set_ylim(min(losses) - margin, max(late) + margin)
     if "val" in splits:
         best = min(history, key=lambda r: r["val_loss"])
         ax1.axvline(best["epoch"], color="grey", ls=":", lw=1)
-        ax1.annotate(f"best validation, epoch {best['epoch']}: test {best['test_loss']:.1f}",
-                     (best["epoch"], best["test_loss"]), textcoords="offset points", xytext=(-150, 14), fontsize=8)
-        lo = min(min(r["test_loss"], r["val_loss"]) for r in history)
-        ax1.set_ylim(lo - 0.05 * abs(lo), sorted(r["train_loss"] for r in history)[len(history) // 10] * 1.02)
+        ax1.text(0.97, 0.96, f"best validation: epoch {best['epoch']} (dotted),\ntest {best['test_loss']:.1f} there",
+                 transform=ax1.transAxes, ha="right", va="top", fontsize=8)
     else:
         ax1.annotate(f"test {last['test_loss']:.1f}", (epochs[-1], last["test_loss"]),
                      textcoords="offset points", xytext=(-40, 12), fontsize=8)
@@ -145,8 +148,11 @@ def save_compare_plot(curves: list[tuple[str, list[dict]]], path: str | Path, kl
     if kl:
         axes[1][0].set(ylabel="test KL, nats per image", title="KL part")
     axes[-1][0].set(xlabel="epoch")
+    from matplotlib.ticker import MaxNLocator
+
     for ax in axes[:, 0]:
         ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
     return _save_figure(fig, path)
 
