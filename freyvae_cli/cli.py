@@ -7,7 +7,6 @@ Heavy libraries (torch, scipy, matplotlib) are imported inside the commands that
 from __future__ import annotations
 
 import functools
-import math
 import os
 import sys
 from enum import Enum
@@ -328,8 +327,10 @@ def _train(cfg, explicit: set[str], resume: Path | None, resume_ckpt: dict | Non
         payload |= {"best_epoch": best["epoch"], "best_val_loss": best["val_loss"],
                     "best_test_loss": best["test_loss"], "best_checkpoint": str(result.best_path)}
         if cfg.likelihood != "bernoulli":
-            to_bits = 1.0 / (560 * math.log(2))
-            payload |= {"best_val_bpd": best["val_loss"] * to_bits, "best_test_bpd": best["test_loss"] * to_bits}
+            from freyvae_cli.likelihood import bits_per_dim
+
+            payload |= {"best_val_bpd": bits_per_dim(best["val_loss"]),
+                        "best_test_bpd": bits_per_dim(best["test_loss"])}
         stopped = f"stopped early at epoch {last['epoch']}; " if result.stopped_early else ""
         message += (f"\n{stopped}best validation loss {best['val_loss']:.2f} at epoch {best['epoch']}, "
                     f"test loss there {best['test_loss']:.2f} nats per image; model in {result.best_path}")

@@ -7,13 +7,12 @@ are not ranked otherwise (a Bernoulli loss on grey pixels is not a likelihood of
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from freyvae_cli import checkpoint
-from freyvae_cli.data import PIXELS
 from freyvae_cli.errors import FreyError
+from freyvae_cli.likelihood import bits_per_dim
 from freyvae_cli.train import BEST_NAME, FINAL_NAME, INTERRUPTED_NAME, best_epoch
 
 # Settings that say where a run lives or how it was saved, not what it is.
@@ -63,10 +62,6 @@ def differing_settings(runs: list[Run]) -> list[str]:
     return [k for k in keys if len({repr(r.ckpt["config"].get(k)) for r in runs}) > 1]
 
 
-def to_bits(nats: float | None) -> float | None:
-    return None if nats is None else nats / (PIXELS * math.log(2))
-
-
 def row(run: Run, settings: list[str]) -> dict:
     """One run's line of the table: its differing settings, then what it reached."""
     cfg, history = run.ckpt["config"], run.ckpt["history"]
@@ -93,8 +88,8 @@ def row(run: Run, settings: list[str]) -> dict:
         "best_test_loss": best_test,
         "kl": last.get("test_kl"),
         "active_units": last.get("test_active_units"),
-        "test_bpd": to_bits(last.get("test_loss")) if discrete else None,
-        "best_test_bpd": to_bits(best_test) if discrete else None,
+        "test_bpd": bits_per_dim(last.get("test_loss")) if discrete else None,
+        "best_test_bpd": bits_per_dim(best_test) if discrete else None,
         "checkpoint": str(run.checkpoint),
     }
 

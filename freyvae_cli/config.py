@@ -6,9 +6,7 @@ from dataclasses import asdict, dataclass, fields
 
 LIKELIHOODS = ("bernoulli", "logistic", "categorical")
 PRECISIONS = ("auto", "fp32", "bf16")
-LR_SCHEDULES = ("constant", "cosine")
 MODELS = ("seed", "pixelvae")
-SPLITS = ("random", "literature")
 # What `--model pixelvae` changes unless the option is given: its latent size, likelihood (the
 # literature's 256-way categorical), batch, KL warm-up and learning-rate schedule, as measured
 # (README, "Numbers").

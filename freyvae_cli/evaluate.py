@@ -13,10 +13,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from freyvae_cli.data import PIXELS
 from freyvae_cli.fast import native_bf16
 from freyvae_cli.heap import keep_freed_memory
-from freyvae_cli.likelihood import kl_divergence, log_likelihood
+from freyvae_cli.likelihood import bits_per_dim, kl_divergence, log_likelihood
 from freyvae_cli.model import VAE
 
 LOG_2PI = math.log(2 * math.pi)
@@ -77,7 +76,8 @@ def iw_nll(model: VAE, x: torch.Tensor, k: int, gen: torch.Generator, decode_bat
             m = min(per_draw, k - j)
             eps = torch.randn((m, *mu.shape), generator=gen, device=device)
             z = mu + std * eps                                                  # (m, B, D)
-            xm = xb.repeat(m, 1, 1, 1)  # image b of draw j at row j * B + b, like z.flatten(0, 1)
+            # image b of draw j at row j * B + b, like z.flatten(0, 1); the Bernoulli sum needs no copies
+            xm = xb.repeat(m, 1, 1, 1) if model.autoregressive or model.likelihood != "bernoulli" else None
             params = model.decode(z.flatten(0, 1), xm.float() / 255.0 if model.autoregressive else None,
                                   bf16_hidden)
             if model.likelihood == "bernoulli":
@@ -128,10 +128,8 @@ def evaluate(model: VAE, x: torch.Tensor, iw_samples: int = 1000, elbo_samples: 
         result["bce_floor"] = bce_floor(x)
         result["excess"] = result["neg_elbo"] - result["bce_floor"]
     else:
-        to_bits = 1.0 / (PIXELS * math.log(2))
-        iw = result["iw_nll"]
-        result["bits_per_dim"] = {"neg_elbo": result["neg_elbo"] * to_bits,
-                                  "iw_nll": None if iw is None else iw * to_bits}
+        result["bits_per_dim"] = {"neg_elbo": bits_per_dim(result["neg_elbo"]),
+                                  "iw_nll": bits_per_dim(result["iw_nll"])}
     return result
 
 

@@ -37,7 +37,7 @@ def face_grid(
 
     h, w = rows[0].shape[1] * scale, rows[0].shape[2] * scale
     cols = max(len(r) for r in rows)
-    font = _font(max(10, 3 * scale))
+    font = _font(max(10, 3 * scale)) if labels or title else None  # the server draws bare faces per request
     label_w = 0
     if labels:
         draw = ImageDraw.Draw(Image.new("L", (1, 1)))
@@ -70,6 +70,13 @@ def save_image(image, path: str | Path) -> Path:
     ext = path.suffix.lower().lstrip(".")
     fmt = _PIL_FORMAT.get(ext, ext.upper())
     return atomic_write(path, lambda f: image.save(f, format=fmt))
+
+
+def png_bytes(image) -> bytes:
+    """A Pillow image as PNG bytes, for a server to send."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def save_gif(frames: Sequence, path: str | Path, ms_per_frame: int = 90) -> Path:

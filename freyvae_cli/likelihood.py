@@ -10,6 +10,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from freyvae_cli.data import PIXELS
+
 LEVELS = 256  # 8-bit pixels, for the discrete likelihoods
 OUT_CHANNELS = {"bernoulli": 1, "logistic": 2, "categorical": LEVELS}
 
@@ -62,6 +64,11 @@ def mean_image(params: torch.Tensor, likelihood: str) -> torch.Tensor:
         grid = levels.view(1, LEVELS, 1, 1).expand(params.shape[0], LEVELS, *params.shape[2:])
         probs = torch.exp(_logistic_log_probs(params, grid))
     return (probs * levels.view(1, LEVELS, 1, 1)).sum(1, keepdim=True) / (LEVELS - 1)
+
+
+def bits_per_dim(nats: float | None) -> float | None:
+    """A loss in nats per 28x20 image as bits per pixel: nats / (560 ln 2); None stays None."""
+    return None if nats is None else nats / (PIXELS * math.log(2))
 
 
 def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:

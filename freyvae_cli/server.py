@@ -8,7 +8,6 @@ Requests whose Host header is not this server's own address are refused (DNS reb
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import threading
@@ -22,6 +21,7 @@ import numpy as np
 import torch
 
 from freyvae_cli import explore
+from freyvae_cli.likelihood import kl_divergence
 
 PAGE_FILES = {  # URL path -> (file in freyvae_cli/web, content type)
     "/": ("index.html", "text/html; charset=utf-8"),
@@ -47,15 +47,13 @@ class Explorer:
     faces: np.ndarray  # (n, 28, 20) uint8, the test split
     frames: np.ndarray
     mu: torch.Tensor  # (n, D) posterior means
-    kl: np.ndarray  # (D,) nats, on the test split
-    span: float
     lock: threading.Lock
 
     @classmethod
     def build(cls, model, ckpt: dict, faces: np.ndarray, checkpoint: str, span: float) -> Explorer:
         x, frames = explore.split_images(ckpt, faces, "test")
-        mu, _ = explore.encode(model, x)
-        kl = explore.kl_per_dim(model, x)
+        mu, logvar = explore.encode(model, x)
+        kl = kl_divergence(mu, logvar).mean(0).numpy()  # nats per dimension, as explore.kl_per_dim
         points, axes, share = explore.pca(mu.numpy())
         last = ckpt["history"][-1] if ckpt["history"] else {}
         cfg = ckpt["config"]
@@ -68,7 +66,7 @@ class Explorer:
             "map": {"points": points.round(4).tolist(), "frames": frames.tolist(), "axes": axes.tolist(),
                     "centre": mu.mean(0).tolist(), "share": [float(s) for s in share]},
         }
-        return cls(model, info, x.squeeze(1).numpy(), frames, mu, kl, span, threading.Lock())
+        return cls(model, info, x.squeeze(1).numpy(), frames, mu, threading.Lock())
 
     def decode_png(self, z: torch.Tensor) -> bytes:
         with self.lock:  # one decode at a time: torch already uses every core for one
@@ -78,22 +76,19 @@ class Explorer:
     def strip_png(self, a: int, b: int, steps: int) -> bytes:
         with self.lock:
             path = explore.decode(self.model, explore.interpolate(self.mu[a], self.mu[b], steps))
-        return png(np.concatenate(list(path), axis=1), scale=4)
+        return png(path, scale=4)
 
     def face(self, i: int) -> dict:
         return {"index": i, "frame": int(self.frames[i]), "mu": [round(float(v), 5) for v in self.mu[i]]}
 
 
-def png(face: np.ndarray, scale: int = SCALE) -> bytes:
-    """A grey face (values in [0, 1]) as a PNG, upscaled by nearest neighbour."""
-    from PIL import Image
+def png(faces: np.ndarray, scale: int = SCALE) -> bytes:
+    """One face (28, 20) or a row of them (k, 28, 20), values in [0, 1], as a PNG upscaled by
+    nearest neighbour, side by side with no gaps (figures.face_grid)."""
+    from freyvae_cli import figures
 
-    pixels = (np.clip(face, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-    image = Image.fromarray(pixels, mode="L").resize((pixels.shape[1] * scale, pixels.shape[0] * scale),
-                                                      Image.NEAREST)
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
+    row = faces[None] if faces.ndim == 2 else faces
+    return figures.png_bytes(figures.face_grid([row], scale=scale, sep=0))
 
 
 def parse_z(text: str, latent: int) -> torch.Tensor:

@@ -38,7 +38,7 @@ class TensorBoardLog:
     def epoch(self, record: dict, model, x_test: torch.Tensor) -> None:
         """Scalars of one epoch record (nats per image), the test set's KL per latent dimension, and
         every checkpoint_every epochs the first test faces above their reconstructions."""
-        from freyvae_cli import explore
+        from freyvae_cli import explore, figures
 
         step = record["epoch"]
         for figure in FIGURES:
@@ -54,8 +54,8 @@ class TensorBoardLog:
         every = self.cfg.checkpoint_every
         if every > 0 and step % every == 0:
             originals, recons = explore.reconstruct(model, x[:N_FACES])
-            grid = np.concatenate([np.concatenate(list(originals), 1), np.concatenate(list(recons), 1)], 0)
-            self.writer.add_image("reconstructions", grid[None].astype(np.float32), step)
+            grid = np.asarray(figures.face_grid([originals, recons], scale=2), dtype=np.float32) / 255.0
+            self.writer.add_image("reconstructions", grid[None], step)
         model.train(was_training)
         self.writer.flush()
 
@@ -64,8 +64,10 @@ class TensorBoardLog:
         hparams = {k: v for k, v in self.cfg.to_dict().items() if isinstance(v, (int, float, str, bool))}
         last = history[-1] if history else {}
         metrics = {f"hparam/{k}": float(last[k]) for k in ("train_loss", "test_loss", "test_kl") if k in last}
-        scored = [r for r in history if r.get("val_loss") is not None]
-        if scored:
-            metrics["hparam/best_val_loss"] = float(min(r["val_loss"] for r in scored))
+        from freyvae_cli.train import best_epoch
+
+        best = best_epoch(history)
+        if best is not None:
+            metrics["hparam/best_val_loss"] = float(best["val_loss"])
         self.writer.add_hparams(hparams, metrics, run_name=".")
         self.writer.close()
