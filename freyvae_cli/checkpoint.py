@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import pickle
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -118,3 +119,46 @@ def build_model(ckpt: dict, path: str | Path, device: str | torch.device = "cpu"
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[VAE, dict]:
     ckpt = load(path)
     return build_model(ckpt, path, device), ckpt
+
+
+def load_with_data(path: Path, device: torch.device, data: Path | None, warn: Callable[[str], None]):
+    """The model, its checkpoint and the faces it was trained on (data.data_path says which file).
+    Data with fewer images than the split is refused; other pixels only get a warning."""
+    from freyvae_cli.data import data_path, load_faces, pixel_hash
+
+    model, ckpt = load_model(path, device)
+    where = data_path(data, ckpt["config"].get("data", ""))
+    faces = load_faces(where)
+    if max(int(idx.max()) for idx in ckpt["split"].values()) >= len(faces):
+        raise FreyError(f"{where} has {len(faces)} images, fewer than the data {path} was trained on; "
+                        "pass the same --data")
+    if ckpt.get("data_hash") and pixel_hash(faces) != ckpt["data_hash"]:
+        warn(f"{where} differs from the data {path} was trained on")
+    return model, ckpt, faces
+
+
+def describe(ckpt: dict, path: Path) -> tuple[dict, list[str]]:
+    """What `info` says of a checkpoint: its --json payload and its lines of text (nats per image)."""
+    from freyvae_cli.runs import best_epoch
+
+    last = ckpt["history"][-1] if ckpt["history"] else {}
+    best = best_epoch(ckpt["history"])
+    payload = {
+        "checkpoint": str(path), "epoch": ckpt["epoch"], "config": ckpt["config"],
+        "split": {name: len(idx) for name, idx in ckpt["split"].items()},
+        "final": {k: v for k, v in last.items() if k != "epoch"}, "units": "nats per image",
+        "best_val_epoch": best["epoch"] if best else None,
+        "versions": ckpt.get("versions", {}), "data_hash": ckpt.get("data_hash"),
+        "interrupted_mid_epoch": bool(ckpt.get("progress")),
+    }
+    split = "/".join(str(n) for n in payload["split"].values())
+    lines = [f"{path}: {ckpt['epoch']} epochs, split {split} ({'/'.join(payload['split'])})"]
+    lines += [f"  {k} = {v}" for k, v in ckpt["config"].items()]
+    if last:
+        lines.append(f"  last epoch: train {last['train_loss']:.2f}, test {last['test_loss']:.2f} nats per image")
+    if best:
+        lines.append(f"  best validation loss {best['val_loss']:.2f} at epoch {best['epoch']} "
+                     f"(test there {best['test_loss']:.2f} nats per image)")
+    lines.append(f"  data sha256 {payload['data_hash']}")
+    lines.append("  " + ", ".join(f"{k} {v}" for k, v in payload["versions"].items()))
+    return payload, lines

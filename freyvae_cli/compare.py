@@ -13,7 +13,7 @@ from pathlib import Path
 from freyvae_cli import checkpoint
 from freyvae_cli.errors import FreyError
 from freyvae_cli.likelihood import bits_per_dim
-from freyvae_cli.train import BEST_NAME, FINAL_NAME, INTERRUPTED_NAME, best_epoch
+from freyvae_cli.runs import BEST_NAME, FINAL_NAME, INTERRUPTED_NAME, best_epoch
 
 # Settings that say where a run lives or how it was saved, not what it is.
 NOT_SETTINGS = ("out", "checkpoint_every", "device", "tensorboard", "epochs")  # epochs: a column of its own

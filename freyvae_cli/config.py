@@ -1,8 +1,13 @@
-"""Training settings: one plain dataclass, stored whole in every checkpoint."""
+"""Training settings: one plain dataclass, stored whole in every checkpoint, and how `freyvae train`
+turns its options (and a resumed run's own settings) into one."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from freyvae_cli.errors import UsageError
 
 LIKELIHOODS = ("bernoulli", "logistic", "categorical")
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -52,3 +57,59 @@ class TrainConfig:
     def from_dict(cls, d: dict) -> TrainConfig:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def resolve(options: dict, explicit: set[str], load: Callable[[Path], dict]) -> tuple[TrainConfig, dict | None]:
+    """The settings of a run, and the checkpoint it resumes (None for a new run).
+
+    options: every `train` option's value (plain str, int, float, bool or None; "resume" a path or
+    None); explicit: the names given on the command line; load: opens the checkpoint to resume.
+    A new run takes the defaults of its model, then of its split, then the options. A resumed run
+    keeps its own settings but for those given explicitly, and trains at least to its own epochs.
+    """
+    check_options(options, explicit)
+    resume = Path(options["resume"]) if options.get("resume") is not None else None
+    resumed = load(resume) if resume is not None else None
+    cfg = TrainConfig.from_dict(resumed["config"]) if resumed else TrainConfig()
+    given = dict(options)
+    if resumed is None:  # a model's own defaults, then the split's, unless given on the command line
+        for name, value in MODEL_DEFAULTS.get(given["model"], {}).items():
+            if name not in explicit:
+                given[name] = value
+        if given.get("split") == "literature" and "split_seed" not in explicit:
+            given["split_seed"] = LITERATURE_SEED
+    for f in fields(TrainConfig):
+        value = given.get(f.name)
+        if value is not None and (resumed is None or f.name in explicit):
+            setattr(cfg, f.name, str(value) if isinstance(value, Path) else value)
+    if cfg.patience and cfg.split != "literature":
+        raise UsageError("--patience needs a validation split; add --split literature")
+    _place(cfg, options, explicit, resume, resumed)
+    return cfg, resumed
+
+
+def check_options(options: dict, explicit: set[str]) -> None:
+    """Option values that cannot work, whatever else is given."""
+    if not options["lr"] > 0:
+        raise UsageError(f"--lr must be above 0 (got {options['lr']})")
+    if not 0 < options["test_fraction"] < 1:
+        raise UsageError(f"--test-fraction must be between 0 and 1 (got {options['test_fraction']})")
+    if options["model"] == "pixelvae" and "likelihood" in explicit and options["likelihood"] != "categorical":
+        raise UsageError("--model pixelvae models each pixel as a 256-way categorical: drop --likelihood "
+                         f"{options['likelihood']} or use --model seed")
+
+
+def _place(cfg: TrainConfig, options: dict, explicit: set[str], resume: Path | None, resumed: dict | None) -> None:
+    """Where a run reads and writes: its data, its folder, its TensorBoard folder, and its epochs."""
+    from freyvae_cli.data import default_data_path
+
+    if resumed is None:
+        cfg.data, cfg.out = str(options.get("data") or default_data_path()), str(options.get("out") or "runs")
+    else:
+        cfg.out = str(options.get("out") or resume.parent)
+        if "epochs" not in explicit:
+            cfg.epochs = max(cfg.epochs, resumed["epoch"])
+    if options.get("tensorboard") or options.get("tensorboard_dir") is not None:
+        cfg.tensorboard = str(options.get("tensorboard_dir") or Path(cfg.out) / "tensorboard")
+    elif resumed is None:
+        cfg.tensorboard = ""

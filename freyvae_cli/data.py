@@ -38,6 +38,16 @@ def default_data_path() -> Path:
     return Path(os.environ.get("FREYVAE_DATA") or DEFAULT_PATH)
 
 
+def data_path(given: str | Path | None = None, trained_on: str | None = None) -> Path:
+    """--data, else $FREYVAE_DATA, else the file the model was trained on (if it is there), else
+    data/frey_rawface.mat."""
+    if given is not None:
+        return Path(given)
+    if not os.environ.get("FREYVAE_DATA") and trained_on and Path(trained_on).is_file():
+        return Path(trained_on)
+    return default_data_path()
+
+
 def _check_ff(ff: object, where: str) -> np.ndarray:
     """Return `ff` as (N, 28, 20) uint8 faces, or say exactly what is wrong with it."""
     if not isinstance(ff, np.ndarray) or ff.dtype.kind not in "uif":
@@ -128,6 +138,15 @@ def load_faces(path: str | Path) -> np.ndarray:
     if not raw:
         raise DataError(f"data file {path} is empty; download it again with `freyvae download --to {path}`")
     return parse_mat(raw, str(path))
+
+
+def load_or_download(path: Path, ask: Callable[[str], bool] | None, said: Callable[[str], None]) -> np.ndarray:
+    """The faces at `path`; a missing file is first offered for download where `ask` can put the
+    question (a person at a terminal); elsewhere load_faces says what to run."""
+    if ask is not None and not path.exists() and ask(f"{path} not found. Download it from {data_url()}?"):
+        download(path)
+        said(f"saved {path}")
+    return load_faces(path)
 
 
 def pixel_hash(faces: np.ndarray) -> str:

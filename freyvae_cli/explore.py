@@ -12,8 +12,22 @@ import numpy as np
 import torch
 
 from freyvae_cli.errors import UsageError
+from freyvae_cli.evaluate import INACTIVE_KL, mean_kl_order
 from freyvae_cli.likelihood import kl_divergence, mean_image
 from freyvae_cli.model import VAE
+
+
+def check_dims(dims, latent: int, option: str) -> None:
+    """Every dimension an option names is one of the model's."""
+    for d in dims or ():
+        if not 0 <= d < latent:
+            raise UsageError(f"{option} {d} is outside the latent space; this model has dimensions 0..{latent - 1}")
+
+
+def check_face(option: str, i: int, n: int) -> None:
+    """An index an option gives is one of the n test faces."""
+    if i >= n:
+        raise UsageError(f"{option} {i} is outside the test split; it has faces 0..{n - 1}")
 
 
 def split_images(ckpt: dict, faces: np.ndarray, split: str = "test") -> tuple[torch.Tensor, np.ndarray]:
@@ -125,3 +139,42 @@ def manifold(model: VAE, directions: torch.Tensor, grid: int, centre: torch.Tens
         rows.append(decode(model, z))
         on_row()
     return rows
+
+
+def traverse_dims(kl: np.ndarray, asked: list[int] | None, note) -> tuple[list[int], list[int]]:
+    """The dimensions to draw (those asked for, else the six with most KL) and the inactive ones.
+    A model with none active gets its highest-KL ones, and `note` says so."""
+    active, inactive = mean_kl_order(kl)
+    dims = list(asked) if asked else active[:6]
+    if not dims:  # a young or collapsed model: show what little there is, and say so
+        dims = (active + inactive)[:6]
+        note(f"note: every latent dimension is inactive (KL < {INACTIVE_KL} nats); the rows drawn, the "
+             "highest-KL ones, carry almost no information")
+    return dims, inactive
+
+
+def manifold_axes(model: VAE, x: torch.Tensor, dims: tuple[int, int] | None, use_pca: bool, note):
+    """The two directions a manifold spans, its centre, the scale along each, and their names: the
+    top two principal axes of the test means (in their standard deviations), or two latent
+    dimensions (the two with most KL unless given) around the test means' mean."""
+    latent = model.latent_dim
+    mu, _ = encode(model, x)
+    centre = mu.mean(0)
+    if use_pca:
+        _, axes, _ = pca(mu.numpy())
+        directions = torch.tensor(axes, dtype=torch.float32)
+        proj = (mu - centre) @ directions.T
+        return directions, centre, (float(proj[:, 0].std()), float(proj[:, 1].std())), ["pc1", "pc2"]
+    if dims is None:
+        kl = kl_per_dim(model, x)
+        dims = tuple(int(d) for d in kl.argsort()[::-1][:2]) if latent >= 2 else None
+        if dims is not None and kl[list(dims)].max() < INACTIVE_KL:
+            note(f"note: every latent dimension is inactive (KL < {INACTIVE_KL} nats); the two drawn, "
+                 "the highest-KL ones, carry almost no information")
+    if dims is None or latent < 2:
+        raise UsageError("a manifold needs two latent dimensions; this model has one")
+    check_dims(dims, latent, "--dims")
+    if dims[0] == dims[1]:
+        raise UsageError("--dims needs two different dimensions")
+    centre[list(dims)] = 0.0  # the other dimensions stay at the test set's mean
+    return torch.eye(latent)[list(dims)], centre, (1.0, 1.0), list(dims)

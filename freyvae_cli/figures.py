@@ -12,11 +12,16 @@ from pathlib import Path
 
 import numpy as np
 
-from freyvae_cli.files import atomic_write
+from freyvae_cli.files import atomic_write, check_writable
 
 GRID_FORMATS = ("png", "jpg", "jpeg", "bmp", "tif", "tiff", "webp", "gif")
 PLOT_FORMATS = ("png", "pdf", "svg", "jpg", "jpeg")
 _PIL_FORMAT = {"jpg": "JPEG", "jpeg": "JPEG", "tif": "TIFF", "tiff": "TIFF"}
+
+
+def check_out(path: str | Path, kind: str = "grid") -> Path:
+    """Fail before any work if `path` cannot be written as a face grid, a plot or a GIF."""
+    return check_writable(path, {"grid": GRID_FORMATS, "plot": PLOT_FORMATS, "gif": ("gif",)}[kind])
 
 
 def _font(size: int):
@@ -86,6 +91,13 @@ def save_gif(frames: Sequence, path: str | Path, ms_per_frame: int = 90) -> Path
         path, lambda f: first.save(f, format="GIF", save_all=True, append_images=rest,
                                    duration=ms_per_frame, loop=0)
     )
+
+
+def save_sweep_gif(rows: Sequence[np.ndarray], labels: Sequence[str] | None, scale: int, path: str | Path) -> Path:
+    """An animation that walks every row's faces forward and back together, one column a frame."""
+    steps = len(rows[0])
+    order = list(range(steps)) + list(range(steps - 2, 0, -1))
+    return save_gif([face_grid([r[[i]] for r in rows], scale=scale, labels=labels) for i in order], path)
 
 
 def _plt():

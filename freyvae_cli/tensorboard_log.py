@@ -64,7 +64,7 @@ class TensorBoardLog:
         hparams = {k: v for k, v in self.cfg.to_dict().items() if isinstance(v, (int, float, str, bool))}
         last = history[-1] if history else {}
         metrics = {f"hparam/{k}": float(last[k]) for k in ("train_loss", "test_loss", "test_kl") if k in last}
-        from freyvae_cli.train import best_epoch
+        from freyvae_cli.runs import best_epoch
 
         best = best_epoch(history)
         if best is not None:

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from freyvae_cli import __version__, checkpoint
-from freyvae_cli.config import RESUME_MUST_MATCH, TrainConfig
+from freyvae_cli.config import TrainConfig
 from freyvae_cli.data import literature_split, split_indices
 from freyvae_cli.errors import FreyError, UsageError
 from freyvae_cli.fast import native_bf16
@@ -28,10 +28,8 @@ from freyvae_cli.files import write_text
 from freyvae_cli.heap import keep_freed_memory
 from freyvae_cli.likelihood import neg_elbo
 from freyvae_cli.model import VAE  # the base class of every model
+from freyvae_cli.runs import BEST_NAME, FINAL_NAME, INTERRUPTED_NAME, TrainResult, best_epoch, history_csv
 
-FINAL_NAME = "vae_final_model.pth"
-BEST_NAME = "vae_best_model.pth"  # the best validation loss so far, where a validation split exists
-INTERRUPTED_NAME = "interrupted.pth"
 EVAL_SEED_OFFSET = 2  # test-loss noise has its own generator so evaluating never shifts training
 
 
@@ -39,23 +37,6 @@ class Reporter(Protocol):
     def start(self, cfg: TrainConfig, first_epoch: int, n_steps: int) -> None: ...
     def step(self, epoch: int, step: int, n_steps: int, loss: float) -> None: ...
     def epoch(self, record: dict) -> None: ...
-
-
-@dataclass
-class TrainResult:
-    history: list[dict]
-    final_path: Path | None
-    seconds: float
-    interrupted: int = 0  # the signal number that stopped training, 0 if it finished
-    saved: list[Path] = field(default_factory=list)
-    best_path: Path | None = None
-    stopped_early: bool = False
-
-
-def best_epoch(history: list[dict]) -> dict | None:
-    """The epoch of lowest validation loss (the first, on ties), or None without a validation split."""
-    scored = [r for r in history if r.get("val_loss") is not None]
-    return min(scored, key=lambda r: r["val_loss"]) if scored else None
 
 
 def make_split(cfg: TrainConfig, n: int) -> dict[str, np.ndarray]:
@@ -140,28 +121,6 @@ def test_active_units(model: VAE, x: torch.Tensor) -> int:
     return active_units(mu.cpu())
 
 
-def history_csv(history: list[dict]) -> str:
-    """history.json as CSV: one row per epoch, the same columns (for pandas, spreadsheets, gnuplot)."""
-    columns = list(dict.fromkeys(k for r in history for k in r))
-    lines = [",".join(columns)]
-    lines += [",".join("" if r.get(c) is None else repr(r[c]) for c in columns) for r in history]
-    return "\n".join(lines) + "\n"
-
-
-def check_resume(saved: dict, cfg: TrainConfig, explicit: set[str], path: Path) -> None:
-    """Refuse to resume when a setting given on the command line differs from the checkpoint's."""
-    if saved.get("lr_schedule") == "cosine" and saved.get("epochs") != cfg.epochs:
-        raise UsageError(f"cannot resume {path} with --epochs {cfg.epochs}: its cosine learning-rate schedule "
-                         f"runs over {saved.get('epochs')} epochs; resume with --epochs {saved.get('epochs')} "
-                         "or start a new run")
-    for name in RESUME_MUST_MATCH:
-        if name in explicit and saved.get(name) != getattr(cfg, name):
-            raise UsageError(
-                f"cannot resume {path}: it was trained with --{name.replace('_', '-')} "
-                f"{saved.get(name)}, not {getattr(cfg, name)}; drop the option or start a new run"
-            )
-
-
 class _StopFlag:
     """SIGINT/SIGTERM set a flag; the loop finishes the current step, saves and stops."""
 
@@ -186,6 +145,68 @@ class _StopFlag:
                 signal.signal(s, handler)
 
 
+@dataclass
+class Run:
+    """One training run in memory: its settings, data, model, optimiser, generators and history.
+    state() is what a checkpoint holds: everything that decides the result."""
+
+    cfg: TrainConfig
+    data_hash: str
+    device: torch.device
+    split: dict[str, np.ndarray]
+    x_train: torch.Tensor
+    x_val: torch.Tensor | None
+    x_test: torch.Tensor
+    model: VAE
+    optimizer: torch.optim.Optimizer
+    shuffle_gen: torch.Generator
+    noise_gen: torch.Generator
+    bf16: bool  # autocast the forward pass to bf16 (use_bf16)
+    history: list[dict] = field(default_factory=list)
+    epoch_done: int = 0
+    progress: dict | None = None  # where a run interrupted inside an epoch goes on
+    saved: list[Path] = field(default_factory=list)
+    stop: _StopFlag = field(default_factory=_StopFlag)
+    started: float = field(default_factory=time.perf_counter)
+    prior_seconds: float = 0.0  # spent by earlier sessions of a resumed run
+
+    @property
+    def out(self) -> Path:
+        return Path(self.cfg.out)
+
+    @property
+    def n_steps(self) -> int:
+        return math.ceil(len(self.x_train) / self.cfg.batch_size)
+
+    def state(self, epoch: int, progress: dict | None = None) -> dict:
+        return {
+            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "epoch": epoch,
+            "config": self.cfg.to_dict(),
+            "split": {name: torch.from_numpy(idx) for name, idx in self.split.items()},
+            "data_hash": self.data_hash,
+            "history": self.history,
+            "rng": {"shuffle": self.shuffle_gen.get_state(), "noise": self.noise_gen.get_state(),
+                    "device_type": self.device.type},
+            "progress": progress,
+            "versions": {"freyvae": __version__, "torch": str(torch.__version__),
+                         "numpy": str(np.__version__), "python": platform.python_version()},
+        }
+
+    def save(self, name: str, epoch: int, progress: dict | None = None) -> Path:
+        path = checkpoint.save(self.out / name, self.state(epoch, progress))
+        self.saved.append(path)
+        return path
+
+    def result(self, final: Path | None, stopped_early: bool = False) -> TrainResult:
+        """Seconds count earlier sessions of a resumed run too; a finished run was not interrupted."""
+        seconds = self.prior_seconds + time.perf_counter() - self.started
+        best = self.out / BEST_NAME if self.x_val is not None and (self.out / BEST_NAME).exists() else None
+        return TrainResult(self.history, final, seconds, 0 if final else self.stop.signum, self.saved, best,
+                           stopped_early)
+
+
 def train(
     cfg: TrainConfig,
     faces: np.ndarray,
@@ -194,149 +215,153 @@ def train(
     resume: dict | None = None,
 ) -> TrainResult:
     """Train (or continue) a VAE on uint8 faces (N, 28, 20); write checkpoints into cfg.out."""
-    out = Path(cfg.out)
-    keep_freed_memory()
-    device = resolve_device(cfg.device)
-    bf16 = use_bf16(cfg.precision, device)
-    torch.manual_seed(cfg.seed)  # the initial weights
-
-    if resume is not None:
-        split = {name: idx.numpy() for name, idx in resume["split"].items()}
-    else:
-        split = make_split(cfg, len(faces))
-    if max(idx.max() for idx in split.values()) >= len(faces):
-        raise FreyError("the checkpoint's split does not fit this data file; pass the same --data")
-    # The whole data set (1.1 MB) lives on the device as uint8; batches are indexed, never copied.
-    images = torch.from_numpy(faces).unsqueeze(1).to(device)
-    x_train, x_test = (images[torch.from_numpy(split[name]).to(device)] for name in ("train", "test"))
-    x_val = images[torch.from_numpy(split["val"]).to(device)] if "val" in split else None
-
-    # channels-last lets oneDNN/cuDNN pick their fastest convolution kernels (measured: benchmarks/)
-    model = checkpoint.new_model(cfg).to(device, memory_format=torch.channels_last)
-    optimizer = make_adam(model, cfg.lr)
-    shuffle_gen = torch.Generator(device).manual_seed(cfg.seed)
-    noise_gen = torch.Generator(device).manual_seed(cfg.seed + 1)
-    history: list[dict] = []
-    epoch_done, progress = 0, None
-    if resume is not None:
-        model.load_state_dict(resume["model"])
-        optimizer.load_state_dict(resume["optimizer"])
-        saved_type = resume["rng"].get("device_type", "cpu")
-        if saved_type != device.type:  # generator states do not carry across device types
-            raise UsageError(f"this run was trained on {saved_type}; resume it there with --device {saved_type}")
-        shuffle_gen.set_state(resume["rng"]["shuffle"])
-        noise_gen.set_state(resume["rng"]["noise"])
-        history = list(resume["history"])
-        epoch_done, progress = resume["epoch"], resume.get("progress")
-
-    n_train = len(x_train)
-    n_steps = math.ceil(n_train / cfg.batch_size)
-    saved: list[Path] = []
-    stop = _StopFlag()
-    started = time.perf_counter()
-    prior_seconds = sum(r["seconds"] for r in history)
-
-    def state(epoch: int, progress: dict | None) -> dict:
-        return {
-            "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-            "optimizer": optimizer.state_dict(),
-            "epoch": epoch,
-            "config": cfg.to_dict(),
-            "split": {name: torch.from_numpy(idx) for name, idx in split.items()},
-            "data_hash": data_hash,
-            "history": history,
-            "rng": {"shuffle": shuffle_gen.get_state(), "noise": noise_gen.get_state(),
-                    "device_type": device.type},
-            "progress": progress,
-            "versions": {"freyvae": __version__, "torch": str(torch.__version__),
-                         "numpy": str(np.__version__), "python": platform.python_version()},
-        }
-
-    def result(final: Path | None, stopped_early: bool = False) -> TrainResult:
-        """Seconds count earlier sessions of a resumed run too; a finished run was not interrupted."""
-        seconds = prior_seconds + time.perf_counter() - started
-        best = out / BEST_NAME if x_val is not None and (out / BEST_NAME).exists() else None
-        return TrainResult(history, final, seconds, 0 if final else stop.signum, saved, best, stopped_early)
-
+    run = start(cfg, faces, data_hash, resume)
     tb = None
     if cfg.tensorboard:
         from freyvae_cli.tensorboard_log import TensorBoardLog
 
         tb = TensorBoardLog(cfg.tensorboard, cfg)
-    model.train()
-    with stop.installed(), contextlib.ExitStack() as cleanup:
+    run.model.train()
+    with run.stop.installed(), contextlib.ExitStack() as cleanup:
         if tb is not None:  # the TensorBoard log is closed however training ends
-            cleanup.callback(tb.close, history)
-        reporter.start(cfg, epoch_done + 1, n_steps)  # after the handlers: a signal from now on is caught
-        for epoch in range(epoch_done + 1, cfg.epochs + 1):
+            cleanup.callback(tb.close, run.history)
+        reporter.start(cfg, run.epoch_done + 1, run.n_steps)  # after the handlers: a signal from now on is caught
+        for epoch in range(run.epoch_done + 1, cfg.epochs + 1):
             t0 = time.perf_counter()
-            if progress is not None:  # resuming inside an epoch
-                perm, first_step = progress["perm"].to(device), progress["step"]
-                sums, seconds_before = list(progress["sums"]), progress["seconds"]
-                progress = None
-            else:
-                perm = torch.randperm(n_train, generator=shuffle_gen, device=device)
-                first_step, sums, seconds_before = 0, [0.0, 0.0], 0.0
-            for step in range(first_step, n_steps):
-                x = x_train[perm[step * cfg.batch_size:(step + 1) * cfg.batch_size]]
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                    rec, kl = neg_elbo(model, x, noise_gen)
-                loss = (rec + kl_weight(cfg, epoch, step, n_steps) * kl).mean()
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.lr_schedule != "constant":
-                    for group in optimizer.param_groups:
-                        group["lr"] = learning_rate(cfg, epoch, step, n_steps)
-                value = loss.item()
-                if not math.isfinite(value):
-                    last = [p.name for p in saved] or ["none yet"]
-                    raise FreyError(
-                        f"training stopped: the loss became {value} at epoch {epoch}, batch {step + 1}; "
-                        f"last good checkpoint kept ({last[-1]}); try a lower --lr"
-                    )
-                optimizer.step()
-                sums[0] += rec.detach().sum().item()
-                sums[1] += kl.detach().sum().item()
-                seen = min((step + 1) * cfg.batch_size, n_train)
-                reporter.step(epoch, step + 1, n_steps, (sums[0] + sums[1]) / seen)
-                if stop.signum and step + 1 < n_steps:
-                    prog = {"perm": perm.cpu(), "step": step + 1, "sums": sums,
-                            "seconds": seconds_before + time.perf_counter() - t0}
-                    saved.append(checkpoint.save(out / INTERRUPTED_NAME, state(epoch - 1, prog)))
-                    return result(None)
-
-            record = {
-                "epoch": epoch,
-                "train_loss": (sums[0] + sums[1]) / n_train,
-                "train_reconstruction": sums[0] / n_train,
-                "train_kl": sums[1] / n_train,
-            }
-            for name, xs in (("val", x_val), ("test", x_test)):
-                if xs is not None:  # both with the same seeded noise, so epochs compare like for like
-                    rec, kl = evaluate_loss(model, xs, cfg.seed + EVAL_SEED_OFFSET)
-                    record |= {f"{name}_loss": rec + kl, f"{name}_reconstruction": rec, f"{name}_kl": kl}
-            record["test_active_units"] = test_active_units(model, x_test)
+            sums, seconds_before = train_epoch(run, epoch, reporter, t0)
+            if sums is None:  # interrupted inside the epoch, and saved
+                return run.result(None)
+            record = score_epoch(run, epoch, sums)
             record["seconds"] = seconds_before + time.perf_counter() - t0
-            history.append(record)
-            write_text(out / "history.json", json.dumps(history, indent=1) + "\n")
-            write_text(out / "history.csv", history_csv(history))
-            reporter.epoch(record)
-            if tb is not None:
-                tb.epoch(record, model, x_test)
-            best = best_epoch(history)
-            if best is record:
-                saved.append(checkpoint.save(out / BEST_NAME, state(epoch, None)))
-            if cfg.checkpoint_every > 0 and epoch % cfg.checkpoint_every == 0:
-                saved.append(checkpoint.save(out / f"checkpoint_epoch{epoch:03d}.pth", state(epoch, None)))
+            log_epoch(run, record, reporter, tb)
+            best = save_epoch(run, epoch)
             if best is not None and cfg.patience > 0 and epoch - best["epoch"] >= cfg.patience:
                 break  # early stopping: the best-validation model is already saved
-            if stop.signum and epoch < cfg.epochs:
-                saved.append(checkpoint.save(out / INTERRUPTED_NAME, state(epoch, None)))
-                return result(None)
-
-    final = checkpoint.save(out / FINAL_NAME, state(history[-1]["epoch"], None))
-    saved.append(final)
+            if run.stop.signum and epoch < cfg.epochs:
+                run.save(INTERRUPTED_NAME, epoch)
+                return run.result(None)
+    final = run.save(FINAL_NAME, run.history[-1]["epoch"])
     from freyvae_cli import figures
 
-    saved.append(figures.save_loss_curve(history, out / "loss_curve.png"))
-    return result(final, stopped_early=history[-1]["epoch"] < cfg.epochs)
+    run.saved.append(figures.save_loss_curve(run.history, run.out / "loss_curve.png"))
+    return run.result(final, stopped_early=run.history[-1]["epoch"] < cfg.epochs)
+
+
+def start(cfg: TrainConfig, faces: np.ndarray, data_hash: str, resume: dict | None) -> Run:
+    """The run's data on its device, a new model and optimiser (seeded), or a checkpoint's state."""
+    keep_freed_memory()
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)  # the initial weights
+    split = {name: idx.numpy() for name, idx in resume["split"].items()} if resume else make_split(cfg, len(faces))
+    if max(idx.max() for idx in split.values()) >= len(faces):
+        raise FreyError("the checkpoint's split does not fit this data file; pass the same --data")
+    # The whole data set (1.1 MB) lives on the device as uint8; batches are indexed, never copied.
+    images = torch.from_numpy(faces).unsqueeze(1).to(device)
+    x = {name: images[torch.from_numpy(idx).to(device)] for name, idx in split.items()}
+    # channels-last lets oneDNN/cuDNN pick their fastest convolution kernels (measured: benchmarks/)
+    model = checkpoint.new_model(cfg).to(device, memory_format=torch.channels_last)
+    run = Run(cfg, data_hash, device, split, x["train"], x.get("val"), x["test"], model, make_adam(model, cfg.lr),
+              torch.Generator(device).manual_seed(cfg.seed), torch.Generator(device).manual_seed(cfg.seed + 1),
+              use_bf16(cfg.precision, device))
+    if resume is not None:
+        restore(run, resume)
+    return run
+
+
+def restore(run: Run, resume: dict) -> None:
+    """Weights, Adam's state, both generators, the history and the position inside an epoch."""
+    run.model.load_state_dict(resume["model"])
+    run.optimizer.load_state_dict(resume["optimizer"])
+    saved_type = resume["rng"].get("device_type", "cpu")
+    if saved_type != run.device.type:  # generator states do not carry across device types
+        raise UsageError(f"this run was trained on {saved_type}; resume it there with --device {saved_type}")
+    run.shuffle_gen.set_state(resume["rng"]["shuffle"])
+    run.noise_gen.set_state(resume["rng"]["noise"])
+    run.history = list(resume["history"])
+    run.epoch_done, run.progress = resume["epoch"], resume.get("progress")
+    run.prior_seconds = sum(r["seconds"] for r in run.history)
+
+
+def train_epoch(run: Run, epoch: int, reporter: Reporter, t0: float) -> tuple[list[float] | None, float]:
+    """One pass over the shuffled training images: the summed reconstruction and KL terms, and the
+    seconds an interrupted session already spent on this epoch; (None, ...) if a signal stopped it
+    (then the position is saved in INTERRUPTED_NAME)."""
+    cfg, n_train = run.cfg, len(run.x_train)
+    if run.progress is not None:  # resuming inside an epoch
+        perm, first_step = run.progress["perm"].to(run.device), run.progress["step"]
+        sums, seconds_before = list(run.progress["sums"]), run.progress["seconds"]
+        run.progress = None
+    else:
+        perm = torch.randperm(n_train, generator=run.shuffle_gen, device=run.device)
+        first_step, sums, seconds_before = 0, [0.0, 0.0], 0.0
+    for step in range(first_step, run.n_steps):
+        rec, kl = train_step(run, run.x_train[perm[step * cfg.batch_size:(step + 1) * cfg.batch_size]], epoch, step)
+        sums[0] += rec.detach().sum().item()
+        sums[1] += kl.detach().sum().item()
+        seen = min((step + 1) * cfg.batch_size, n_train)
+        reporter.step(epoch, step + 1, run.n_steps, (sums[0] + sums[1]) / seen)
+        if run.stop.signum and step + 1 < run.n_steps:
+            progress = {"perm": perm.cpu(), "step": step + 1, "sums": sums,
+                        "seconds": seconds_before + time.perf_counter() - t0}
+            run.save(INTERRUPTED_NAME, epoch - 1, progress)
+            return None, seconds_before
+    return sums, seconds_before
+
+
+def train_step(run: Run, x: torch.Tensor, epoch: int, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One Adam step on the batch's negative ELBO (KL weighted); its two terms per image."""
+    cfg, optimizer = run.cfg, run.optimizer
+    with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.bf16):
+        rec, kl = neg_elbo(run.model, x, run.noise_gen)
+    loss = (rec + kl_weight(cfg, epoch, step, run.n_steps) * kl).mean()
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if cfg.lr_schedule != "constant":
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(cfg, epoch, step, run.n_steps)
+    value = loss.item()
+    if not math.isfinite(value):
+        last = [p.name for p in run.saved] or ["none yet"]
+        raise FreyError(
+            f"training stopped: the loss became {value} at epoch {epoch}, batch {step + 1}; "
+            f"last good checkpoint kept ({last[-1]}); try a lower --lr"
+        )
+    optimizer.step()
+    return rec, kl
+
+
+def score_epoch(run: Run, epoch: int, sums: list[float]) -> dict:
+    """The epoch's record: train terms as summed, validation and test terms with seeded noise."""
+    n_train = len(run.x_train)
+    record = {
+        "epoch": epoch,
+        "train_loss": (sums[0] + sums[1]) / n_train,
+        "train_reconstruction": sums[0] / n_train,
+        "train_kl": sums[1] / n_train,
+    }
+    for name, xs in (("val", run.x_val), ("test", run.x_test)):
+        if xs is not None:  # both with the same seeded noise, so epochs compare like for like
+            rec, kl = evaluate_loss(run.model, xs, run.cfg.seed + EVAL_SEED_OFFSET)
+            record |= {f"{name}_loss": rec + kl, f"{name}_reconstruction": rec, f"{name}_kl": kl}
+    record["test_active_units"] = test_active_units(run.model, run.x_test)
+    return record
+
+
+def log_epoch(run: Run, record: dict, reporter: Reporter, tb) -> None:
+    """The record into the history, history.json and history.csv, the reporter and TensorBoard."""
+    run.history.append(record)
+    write_text(run.out / "history.json", json.dumps(run.history, indent=1) + "\n")
+    write_text(run.out / "history.csv", history_csv(run.history))
+    reporter.epoch(record)
+    if tb is not None:
+        tb.epoch(record, run.model, run.x_test)
+
+
+def save_epoch(run: Run, epoch: int) -> dict | None:
+    """The best-validation checkpoint when this epoch is best, and the periodic one; the best epoch."""
+    best = best_epoch(run.history)
+    if best is run.history[-1]:
+        run.save(BEST_NAME, epoch)
+    if run.cfg.checkpoint_every > 0 and epoch % run.cfg.checkpoint_every == 0:
+        run.save(f"checkpoint_epoch{epoch:03d}.pth", epoch)
+    return best

@@ -43,6 +43,16 @@ def warning(message: str) -> None:
     info(f"[yellow]warning:[/] {escape(message)}")
 
 
+def asker(json_out: bool):
+    """A yes/no question to the person at the terminal, or None where nobody can answer (a script,
+    a pipe, --quiet, --json)."""
+    if not (sys.stdin.isatty() and sys.stderr.isatty()) or _state["quiet"] or json_out:
+        return None
+    import typer
+
+    return lambda question: typer.confirm(question, err=True)
+
+
 def emit_json(obj: dict) -> None:
     sys.stdout.write(json.dumps(obj) + "\n")
     sys.stdout.flush()
@@ -126,3 +136,62 @@ def task_progress(description: str, total: int):
                   console=console(), transient=True) as progress:
         task = progress.add_task(description, total=total)
         yield lambda n=1: progress.update(task, advance=n)
+
+
+def evaluation_table(r: dict, iw_bf16: bool) -> None:
+    """evaluate's figures as a table on stderr, each with what it means (nats per image)."""
+    from rich.table import Table
+
+    t = Table(title=f"{r['split']} split, {r['n_images']} images, {r['likelihood']} likelihood",
+              caption="nats per image: summed over 560 pixels, averaged over images")
+    t.add_column("figure")
+    t.add_column("value", justify="right")
+    t.add_column("meaning")
+    t.add_row("neg_elbo", f"{r['neg_elbo']:.2f}", "negative ELBO = reconstruction + KL")
+    t.add_row("  reconstruction", f"{r['reconstruction']:.2f}", "-E_q log p(x|z)")
+    t.add_row("  kl", f"{r['kl']:.2f}", "KL(q(z|x) || p(z))")
+    if r["iw_nll"] is not None:
+        how = " (hidden layers in bf16)" if iw_bf16 else ""
+        t.add_row("iw_nll", f"{r['iw_nll']:.2f}", f"importance-weighted bound on -log p(x){how}")
+    if r["bits_per_dim"]:
+        b = r["bits_per_dim"]
+        t.add_row("bits/dim (ELBO)", f"{b['neg_elbo']:.3f}", "neg_elbo / (560 ln 2)")
+        if b["iw_nll"] is not None:
+            t.add_row("bits/dim (IW)", f"{b['iw_nll']:.3f}", "iw_nll / (560 ln 2)")
+    if r["bce_floor"] is not None:
+        t.add_row("bce_floor", f"{r['bce_floor']:.2f}", "sum of pixel entropies: the best any Bernoulli decoder gets")
+        t.add_row("excess", f"{r['excess']:.2f}", "neg_elbo - bce_floor")
+    t.add_row("active_units", f"{r['active_units']} / {len(r['kl_per_dim'])}", "dims with Var_x E\\[z_d] > 0.01")
+    console().print(t)
+
+
+def comparison_table(rows: list[dict], settings: list[str], metric: str | None) -> None:
+    """compare's rows as a table on stderr: the settings that differ, then the figures."""
+    from rich.table import Table
+
+    def num(v, fmt: str = ".2f") -> str:
+        return "" if v is None else format(v, fmt)
+
+    if metric is None:
+        note = "likelihoods differ (Bernoulli with others): their losses are not comparable, so not ranked"
+    elif metric == "best_test_bpd":
+        note = "likelihoods differ: ranked by bits/dim"
+    else:
+        note = "ranked by best test loss" if rows[0]["best_by"] == "test" else "best = at the best validation epoch"
+    columns = [("run", lambda r: r["run"])] + [(k, lambda r, k=k: str(r[k])) for k in settings] + [
+        ("epochs", lambda r: str(r["epochs"])), ("seconds", lambda r: num(r["seconds"], ".1f")),
+        ("train", lambda r: num(r["train_loss"])), ("test", lambda r: num(r["test_loss"])),
+        ("best", lambda r: "" if r["best_loss"] is None else f"{num(r['best_loss'])} ({r['best_by']})"),
+        ("best epoch", lambda r: str(r["best_epoch"] or "")), ("best test", lambda r: num(r["best_test_loss"])),
+        ("KL", lambda r: num(r["kl"])),
+        ("active", lambda r: "" if r["active_units"] is None else str(r["active_units"])),
+    ]
+    if any(r["best_test_bpd"] is not None for r in rows):
+        columns.append(("best test bits/dim", lambda r: num(r["best_test_bpd"], ".3f")))
+    t = Table(caption=f"losses in nats per image (summed over 560 pixels); bits/dim for the discrete "
+                      f"likelihoods; {note}")
+    for name, _ in columns:
+        t.add_column(name, justify="left" if name == "run" or name in settings else "right")
+    for r in rows:
+        t.add_row(*[cell(r) for _, cell in columns])
+    console().print(t)

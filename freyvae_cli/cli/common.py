@@ -1,0 +1,133 @@
+"""The `freyvae` Typer app, and what its commands share: option types, choices, error handling.
+
+Heavy libraries (torch, scipy, matplotlib) are imported inside the commands that need them, so
+`freyvae --help` starts at once.
+"""
+
+from __future__ import annotations
+
+import functools
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from freyvae_cli import __version__, ui
+from freyvae_cli.errors import FreyError
+
+app = typer.Typer(
+    name="freyvae",
+    help="Train a convolutional VAE on the Frey Face data and explore what it learned.\n\n"
+    "All losses are in nats per image: summed over the 560 pixels, averaged over images.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+DEFAULT_CHECKPOINT = "runs/vae_final_model.pth"
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+    mps = "mps"
+
+
+class Likelihood(str, Enum):
+    bernoulli = "bernoulli"
+    logistic = "logistic"
+    categorical = "categorical"
+
+
+class Precision(str, Enum):
+    auto = "auto"
+    fp32 = "fp32"
+    bf16 = "bf16"
+
+
+class Split(str, Enum):
+    test = "test"
+    train = "train"
+    val = "val"
+
+
+class LrSchedule(str, Enum):
+    constant = "constant"
+    cosine = "cosine"
+
+
+class SplitKind(str, Enum):
+    random = "random"
+    literature = "literature"
+
+
+class ModelName(str, Enum):
+    seed = "seed"
+    pixelvae = "pixelvae"
+
+
+# Options shared by several commands.
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object with the results on stdout.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or messages on stderr.")]
+CheckpointOpt = Annotated[Path, typer.Option("--checkpoint", "-c", help="Trained model to use.")]
+DataOpt = Annotated[
+    Optional[Path],
+    typer.Option("--data", help="Frey Face .mat file. [default: $FREYVAE_DATA, else the file the "
+                 "model was trained on, else data/frey_rawface.mat]", show_default=False),
+]
+DeviceOpt = Annotated[Device, typer.Option("--device", help="auto picks CUDA, then MPS, then CPU.")]
+ScaleOpt = Annotated[int, typer.Option("--scale", min=1, max=32, help="Upscale each face by this factor.")]
+
+
+def command(fn):
+    """Register a subcommand whose FreyErrors become one line on stderr and an exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        ui.set_quiet(bool(kwargs.get("quiet")))
+        try:
+            return fn(*args, **kwargs)
+        except FreyError as e:
+            ui.error(str(e))
+            raise typer.Exit(e.exit_code) from None
+        except KeyboardInterrupt:
+            ui.error("interrupted")
+            raise typer.Exit(130) from None
+
+    app.command(fn.__name__)(wrapper)
+    return fn
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"freyvae {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Show the version and exit.")] = False,
+) -> None:
+    """Train a convolutional VAE on the Frey Face data and explore what it learned."""
+
+
+def load(checkpoint: Path, device: Device, data: Path | None = None, need_data: bool = True):
+    """The model, its checkpoint and (if needed) the faces it was trained on."""
+    from freyvae_cli import checkpoint as ck
+    from freyvae_cli.train import resolve_device
+
+    dev = resolve_device(device.value)
+    if not need_data:
+        return (*ck.load_model(checkpoint, dev), None)
+    return ck.load_with_data(checkpoint, dev, data, ui.warning)
+
+
+def done(json_out: bool, payload: dict, message: str) -> None:
+    """The closing message on stderr, and with --json the payload on stdout."""
+    ui.info(message)
+    if json_out:
+        ui.emit_json(payload)

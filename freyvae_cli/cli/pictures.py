@@ -1,0 +1,239 @@
+"""The commands that draw faces: reconstruct, sample, traverse, interpolate, manifold, project.
+explore.py does the latent maths, figures.py the drawing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from freyvae_cli import ui
+from freyvae_cli.cli.common import (
+    DEFAULT_CHECKPOINT,
+    CheckpointOpt,
+    DataOpt,
+    Device,
+    DeviceOpt,
+    JsonOpt,
+    QuietOpt,
+    ScaleOpt,
+    Split,
+    command,
+    done,
+    load,
+)
+from freyvae_cli.errors import UsageError
+
+
+@command
+def reconstruct(
+    checkpoint: CheckpointOpt = Path(DEFAULT_CHECKPOINT),
+    data: DataOpt = None,
+    out: Annotated[Path, typer.Option("--out", "-o")] = Path("reconstructions.png"),
+    n: Annotated[int, typer.Option("-n", min=1, max=500, help="Number of images.")] = 10,
+    split: Annotated[Split, typer.Option(help="Which images to use.")] = Split.test,
+    scale: ScaleOpt = 4,
+    device: DeviceOpt = Device.auto,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Originals above, their reconstructions (through the posterior mean) below."""
+    from freyvae_cli import explore, figures
+
+    figures.check_out(out)
+    model, ckpt, faces = load(checkpoint, device, data)
+    x, frames = explore.split_images(ckpt, faces, split.value)
+    n_used = min(n, len(x))
+    originals, recons = explore.reconstruct(model, x[:n_used])
+    per_row = 10
+    pairs = zip(figures.chunk(originals, per_row), figures.chunk(recons, per_row), strict=True)
+    rows = [r for pair in pairs for r in pair]
+    title = f"{split.value} faces (odd rows) and their reconstructions (even rows)" if n_used > per_row \
+        else f"{split.value} faces (top) and their reconstructions (bottom)"
+    if model.autoregressive:
+        title += f"; {explore.what_is_drawn(model)}"
+    figures.save_image(figures.face_grid(rows, scale=scale, title=title), out)
+    done(json_out, {"out": str(out), "n": n_used, "split": split.value, "frames": frames[:n_used].tolist()},
+          f"wrote {out}: {n_used} {split.value} images (rows of originals above their reconstructions)")
+
+
+@command
+def sample(
+    checkpoint: CheckpointOpt = Path(DEFAULT_CHECKPOINT),
+    out: Annotated[Path, typer.Option("--out", "-o")] = Path("generated_samples.png"),
+    n: Annotated[int, typer.Option("-n", min=1, max=10000, help="Number of faces.")] = 10,
+    seed: Annotated[int, typer.Option(help="Seed of the prior draws.")] = 0,
+    cols: Annotated[int, typer.Option(min=1, help="Faces per row.")] = 10,
+    scale: ScaleOpt = 4,
+    device: DeviceOpt = Device.auto,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """New faces: decode z drawn from the prior N(0, I)."""
+    from freyvae_cli import explore, figures
+
+    figures.check_out(out)
+    model, _, _ = load(checkpoint, device, need_data=False)
+    faces = explore.sample(model, n, seed)
+    title = f"z ~ N(0, I); {explore.what_is_drawn(model)}" if model.autoregressive else None
+    figures.save_image(figures.face_grid(figures.chunk(faces, cols), scale=scale, title=title), out)
+    done(json_out, {"out": str(out), "n": n, "seed": seed}, f"wrote {out}: {n} faces sampled from the prior")
+
+
+@command
+def traverse(
+    checkpoint: CheckpointOpt = Path(DEFAULT_CHECKPOINT),
+    data: DataOpt = None,
+    out: Annotated[Path, typer.Option("--out", "-o")] = Path("latent_variations.png"),
+    dim: Annotated[Optional[list[int]], typer.Option("--dim", show_default=False,
+                   help="Dimension to vary (0-based, repeatable). [default: the six with most KL]")] = None,
+    steps: Annotated[int, typer.Option(min=2, max=100)] = 10,
+    span: Annotated[float, typer.Option("--range", help="Vary each dimension from -RANGE to +RANGE.")] = 3.0,
+    face: Annotated[int, typer.Option(min=0, help="Index of the test face whose latent mean is the centre.")] = 0,
+    from_prior: Annotated[bool, typer.Option("--from-prior", help="Centre on z = 0 instead of a face.")] = False,
+    gif: Annotated[Optional[Path], typer.Option(help="Also write an animation sweeping each dimension.",
+                                                show_default=False)] = None,
+    scale: ScaleOpt = 4,
+    device: DeviceOpt = Device.auto,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """One row per latent dimension, varied around a test face's latent mean."""
+    import torch
+
+    from freyvae_cli import explore, figures
+    from freyvae_cli.evaluate import INACTIVE_KL
+
+    if span <= 0:
+        raise UsageError(f"--range must be above 0 (got {span})")
+    figures.check_out(out)
+    if gif is not None:
+        figures.check_out(gif, "gif")
+    model, ckpt, faces = load(checkpoint, device, data)
+    explore.check_dims(dim, model.latent_dim, "--dim")
+    x, _ = explore.split_images(ckpt, faces, "test")
+    explore.check_face("--face", face, len(x))
+    kl = explore.kl_per_dim(model, x)
+    dims, inactive = explore.traverse_dims(kl, dim, ui.info)
+    base = torch.zeros(model.latent_dim) if from_prior else explore.encode(model, x[face:face + 1])[0][0]
+    rows = explore.traverse(model, base, dims, steps, span)
+    labels = [f"dim {d} · KL {kl[d]:.2f} nats" for d in dims]
+    title = f"values {-span:g} .. +{span:g} around " + ("z = 0" if from_prior else f"test face {face}")
+    if model.autoregressive:
+        title += f"; {explore.what_is_drawn(model)}"
+    figures.save_image(figures.face_grid(rows, scale=scale, labels=labels, title=title), out)
+    if not dim and inactive and len(inactive) < model.latent_dim:
+        ui.info(f"inactive dimensions (KL < {INACTIVE_KL} nats, not drawn): {', '.join(map(str, sorted(inactive)))}")
+    if gif is not None:
+        figures.save_sweep_gif(rows, labels, scale, gif)
+    done(json_out, {"out": str(out), "gif": str(gif) if gif else None, "dims": dims,
+                    "kl": [float(kl[d]) for d in dims], "inactive": sorted(inactive), "steps": steps,
+                    "range": span}, f"wrote {out}: dimensions {', '.join(map(str, dims))}")
+
+
+@command
+def interpolate(
+    from_: Annotated[int, typer.Option("--from", min=0, help="Index of the first test face.")] = 0,
+    to: Annotated[int, typer.Option("--to", min=0, help="Index of the last test face.")] = 1,
+    steps: Annotated[int, typer.Option(min=2, max=200)] = 10,
+    slerp: Annotated[bool, typer.Option("--slerp", help="Spherical instead of linear interpolation.")] = False,
+    checkpoint: CheckpointOpt = Path(DEFAULT_CHECKPOINT),
+    data: DataOpt = None,
+    out: Annotated[Path, typer.Option("--out", "-o")] = Path("interpolation.png"),
+    gif: Annotated[Optional[Path], typer.Option(help="Also write it as an animation.", show_default=False)] = None,
+    scale: ScaleOpt = 4,
+    device: DeviceOpt = Device.auto,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Decode the path between the latent means of two test faces (ends shown as originals)."""
+    import numpy as np
+
+    from freyvae_cli import explore, figures
+
+    figures.check_out(out)
+    if gif is not None:
+        figures.check_out(gif, "gif")
+    model, ckpt, faces = load(checkpoint, device, data)
+    x, frames = explore.split_images(ckpt, faces, "test")
+    explore.check_face("--from", from_, len(x))
+    explore.check_face("--to", to, len(x))
+    mu, _ = explore.encode(model, x[[from_, to]])
+    path = explore.decode(model, explore.interpolate(mu[0], mu[1], steps, slerp))
+    ends = x[[from_, to]].squeeze(1).numpy() / 255.0
+    row = np.concatenate([ends[:1], path, ends[1:]])
+    title = f"originals at both ends; {explore.what_is_drawn(model)}" if model.autoregressive else None
+    figures.save_image(figures.face_grid([row], scale=scale, title=title), out)
+    if gif is not None:
+        figures.save_sweep_gif([path], None, scale, gif)
+    done(json_out, {"out": str(out), "gif": str(gif) if gif else None, "from": from_, "to": to,
+                     "frames": [int(frames[from_]), int(frames[to])], "steps": steps,
+                     "method": "slerp" if slerp else "linear"},
+          f"wrote {out}: test face {from_} -> {to}, {steps} steps (originals at both ends)")
+
+
+@command
+def manifold(
+    dims: Annotated[Optional[tuple[int, int]], typer.Option("--dims", show_default=False,
+                    help="Two latent dimensions to span. [default: the two with most KL]")] = None,
+    use_pca: Annotated[bool, typer.Option("--pca", help="Span the top two principal axes of the test means.")] = False,
+    grid: Annotated[int, typer.Option(min=2, max=40)] = 20,
+    checkpoint: CheckpointOpt = Path(DEFAULT_CHECKPOINT),
+    data: DataOpt = None,
+    out: Annotated[Path, typer.Option("--out", "-o")] = Path("manifold.png"),
+    scale: ScaleOpt = 4,
+    device: DeviceOpt = Device.auto,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """The face manifold: decode a grid over two latent directions, spaced by Gaussian quantiles."""
+    from freyvae_cli import explore, figures
+
+    if dims is not None and use_pca:
+        raise UsageError("give either --dims A B or --pca, not both")
+    figures.check_out(out)
+    model, ckpt, faces = load(checkpoint, device, data)
+    x, _ = explore.split_images(ckpt, faces, "test")
+    directions, centre, scales, chosen = explore.manifold_axes(model, x, dims, use_pca, ui.info)
+    with ui.task_progress("decoding the manifold", total=grid) as advance:
+        rows = explore.manifold(model, directions, grid, centre, scales, on_row=advance)
+    over = "the top two principal axes" if use_pca else f"dimensions {chosen[0]} and {chosen[1]}"
+    title = f"{over}; {explore.what_is_drawn(model)}" if model.autoregressive else None
+    figures.save_image(figures.face_grid(rows, scale=scale, sep=1, title=title), out)
+    done(json_out, {"out": str(out), "grid": grid, "directions": chosen},
+         f"wrote {out}: {grid}x{grid} faces over {over}")
+
+
+@command
+def project(
+    checkpoint: CheckpointOpt = Path(DEFAULT_CHECKPOINT),
+    data: DataOpt = None,
+    out: Annotated[Path, typer.Option("--out", "-o")] = Path("latent_space_2d.png"),
+    split: Annotated[Split, typer.Option(help="Which images to map.")] = Split.test,
+    dims: Annotated[Optional[tuple[int, int]], typer.Option("--dims", show_default=False,
+                    help="Plot two latent dimensions instead of the PCA projection.")] = None,
+    thumbnails: Annotated[bool, typer.Option("--thumbnails", help="Draw small faces over the points.")] = False,
+    device: DeviceOpt = Device.auto,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """2-D map of the latent means (PCA), coloured by frame index in the video."""
+    from freyvae_cli import explore, figures
+
+    figures.check_out(out, "plot")
+    model, ckpt, faces = load(checkpoint, device, data)
+    explore.check_dims(dims, model.latent_dim, "--dims")
+    x, frames = explore.split_images(ckpt, faces, split.value)
+    mu = explore.encode(model, x)[0].numpy()
+    if dims is None:
+        points, _, share = explore.pca(mu)
+        labels = (f"PC 1 ({share[0]:.0%} of variance)", f"PC 2 ({share[1]:.0%} of variance)")
+    else:
+        points, labels, share = mu[:, list(dims)], (f"z[{dims[0]}]", f"z[{dims[1]}]"), []
+    title = f"latent means of the {len(x)} {split.value} images"
+    figures.save_latent_map(points, frames, out, labels, title,
+                            thumbnails=x.squeeze(1).numpy() / 255.0 if thumbnails else None)
+    done(json_out, {"out": str(out), "split": split.value, "n": len(x),
+                     "method": "dims" if dims else "pca", "explained_variance": [float(s) for s in share]},
+          f"wrote {out}: {len(x)} {split.value} images")
