@@ -14,7 +14,7 @@ PRECISIONS = ("auto", "fp32", "bf16")
 MODELS = ("seed", "pixelvae")
 # What `--model pixelvae` changes unless the option is given: its latent size, likelihood (the
 # literature's 256-way categorical), batch, KL warm-up and learning-rate schedule, as measured
-# (README, "Numbers").
+# (docs/models.md, "Numbers").
 MODEL_DEFAULTS = {"pixelvae": {"latent_dim": 64, "likelihood": "categorical", "batch_size": 64, "kl_warmup": 10,
                                "epochs": 200, "lr": 2e-3, "lr_schedule": "cosine"}}
 LITERATURE_SEED = 123  # the first of the published split seeds 123, 321, 231

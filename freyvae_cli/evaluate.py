@@ -22,7 +22,7 @@ LOG_2PI = math.log(2 * math.pi)
 INACTIVE_KL = 0.05  # nats: below this a dimension barely changes the decoded face (see traverse)
 # Likelihoods whose log p(x|z) moves at most as much as the logits do (|d log p / d logit| <= 1 per
 # pixel for the Bernoulli, <= 2 summed over the softmax): there decoding with the hidden layers in
-# bf16 moved iw_nll by far less than its Monte Carlo spread between seeds (README, "Numbers"). The
+# bf16 moved iw_nll by far less than its Monte Carlo spread between seeds (docs/models.md, "Numbers"). The
 # discretised logistic's moves by 1/scale: bf16 moved its bound by about its spread, so it stays fp32.
 BF16_TOLERANT = ("bernoulli", "categorical")
 

@@ -36,7 +36,7 @@ class TapsConvTranspose2d(nn.ConvTranspose2d):
     """nn.ConvTranspose2d that, for inference on CPUs, computes by taps: oneDNN runs this model's
     first transposed convolution (3x2 input pixels) and a last one with one or two output channels
     at a few GFLOP/s, and importance sampling decodes millions of z. Training (gradients on) keeps
-    oneDNN's kernels: taps with a hand-written backward were no faster in the trainer (README)."""
+    oneDNN's kernels: taps with a hand-written backward were no faster in the trainer (docs/performance.md)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.device.type == "cpu" and not torch.is_grad_enabled():

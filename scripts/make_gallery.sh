@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Re-make the README's gallery (docs/*.png) from one real 30-epoch run with default settings.
+# Re-make the gallery (docs/*.png, shown in the README and docs/models.md) from one real 30-epoch run with default settings.
 # Usage: scripts/make_gallery.sh [path/to/frey_rawface.mat]   (needs `pip install .` first)
 set -euo pipefail
 cd "$(dirname "$0")/.."
