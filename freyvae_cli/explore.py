@@ -86,15 +86,26 @@ def kl_per_dim(model: VAE, x: torch.Tensor) -> np.ndarray:
     return kl_divergence(mu, logvar).mean(0).numpy()
 
 
-def traverse(model: VAE, base: torch.Tensor, dims: list[int], steps: int, span: float) -> list[np.ndarray]:
-    """One row per dimension: base + v * e_d for v evenly from -span to +span."""
-    values = torch.linspace(-span, span, steps)
-    rows = []
-    for d in dims:
-        z = base.repeat(steps, 1)
-        z[:, d] += values
-        rows.append(decode(model, z))
-    return rows
+def traverse(model: VAE, base: torch.Tensor, directions: torch.Tensor, steps: int, span: float) -> list[np.ndarray]:
+    """One row per direction (a row of `directions`, (k, D)): base + v * direction for v evenly
+    from -span to +span. A latent dimension d is the direction e_d."""
+    values = torch.linspace(-span, span, steps).unsqueeze(1)
+    return [decode(model, base + values * direction) for direction in directions]
+
+
+def principal_directions(model: VAE, x: torch.Tensor, k: int) -> tuple[torch.Tensor, np.ndarray]:
+    """The top k principal axes of the latent means of images x, each scaled to one standard
+    deviation of the means along it (k, D), and each axis's share of their variance. Where faces
+    vary most (as GANSpace, Harkonen et al. 2020, finds it for GANs)."""
+    if model.latent_dim < 2:
+        raise UsageError("--pca needs a latent space of two or more dimensions; this model has one")
+    if not 1 <= k <= model.latent_dim:
+        raise UsageError(f"--k {k} is outside 1..{model.latent_dim}: this model has {model.latent_dim} latent "
+                         "dimensions, so as many principal directions")
+    mu = encode(model, x)[0].numpy()
+    points, axes, share = pca(mu, k)
+    scaled = torch.tensor(axes * points.std(0)[:, None], dtype=torch.float32)
+    return scaled, share
 
 
 def interpolate(z0: torch.Tensor, z1: torch.Tensor, steps: int, slerp: bool = False) -> torch.Tensor:

@@ -8,7 +8,7 @@ raster order: one 7x7 type-A convolution on the image, then residual blocks of o
 convolution each, every one also fed the feature map through a 1x1 convolution (and, in
 training, dropout on its input against overfitting 1565 faces), and a 1x1 convolution to 256
 logits. log p(x|z) = sum_i log p(x_i | x_<i, z) is exact and needs one pass over the image
-(teacher forcing); drawing x needs one pass per pixel.
+(teacher forcing); drawing x, pixel by pixel, is a fixed point that sampling.py finds in a few passes.
 """
 
 from __future__ import annotations
@@ -86,23 +86,12 @@ class PixelVAE(VAE):
         z = mu + torch.exp(0.5 * logvar) * eps
         return self.decode(z, x, generator=generator), mu, logvar
 
-    @torch.no_grad()
-    def sample(self, z: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        """Images x ~ p(x|z) as uint8 (B, 1, 28, 20), pixel by pixel in raster order. Pixel i takes the
-        value where its CDF first reaches u_i (inverse-CDF sampling), so a grid that shares u differs
-        only by z. Each pass sees only the `reach` rows above the current one: the same logits as the
-        whole image (tests/test_pixelvae.py), a quarter of the work."""
-        cond = self.condition(z)
-        batch, _, height, width = cond[0].shape
-        x = torch.zeros(batch, 1, height, width, device=z.device)
-        u = u.to(z.device).expand(batch, 1, height, width)
-        for row in range(height):
-            top = max(0, row - self.reach)
-            window = [c[:, :, top:row + 1] for c in cond]
-            for col in range(width):
-                h = self.features(x[:, :, top:row + 1], window)[:, :, -1, col]  # logits of this pixel only
-                logits = F.linear(h, self.to_logits.weight.flatten(1), self.to_logits.bias).float()
-                cdf = torch.softmax(logits, dim=1).cumsum(1)
-                level = (cdf < u[:, :, row, col]).sum(1).clamp(max=LEVELS - 1)
-                x[:, 0, row, col] = level / (LEVELS - 1)
-        return (x * (LEVELS - 1)).round().to(torch.uint8)
+    def sample(self, z: torch.Tensor, u: torch.Tensor, start: torch.Tensor | None = None) -> torch.Tensor:
+        """Images x ~ p(x|z) as uint8 (B, 1, 28, 20). Pixel i takes the value where its CDF, given
+        z and the pixels before it, first reaches u_i (inverse-CDF sampling), so a grid that shares
+        u differs only by z. That is the image a pass per pixel in raster order draws; sampling.py
+        finds it with far fewer passes over all pixels at once, from `start` (uint8 images) if
+        given: the same image whatever the start (tests/test_sampling.py)."""
+        from freyvae_cli.sampling import sample
+
+        return sample(self, z, u, start)

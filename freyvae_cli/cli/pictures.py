@@ -88,6 +88,10 @@ def traverse(
     out: Annotated[Path, typer.Option("--out", "-o")] = Path("latent_variations.png"),
     dim: Annotated[Optional[list[int]], typer.Option("--dim", show_default=False,
                    help="Dimension to vary (0-based, repeatable). [default: the six with most KL]")] = None,
+    use_pca: Annotated[bool, typer.Option("--pca", help="Vary along the principal directions of the test faces' "
+                                          "latent means instead, by their standard deviations.")] = False,
+    k: Annotated[Optional[int], typer.Option("--k", min=1, show_default=False,
+                 help="With --pca: how many directions. [default: 6, or the latent size if smaller]")] = None,
     steps: Annotated[int, typer.Option(min=2, max=100)] = 10,
     span: Annotated[float, typer.Option("--range", help="Vary each dimension from -RANGE to +RANGE.")] = 3.0,
     face: Annotated[int, typer.Option(min=0, help="Index of the test face whose latent mean is the centre.")] = 0,
@@ -99,14 +103,17 @@ def traverse(
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """One row per latent dimension, varied around a test face's latent mean."""
+    """One row per latent dimension (or principal direction), varied around a test face's latent mean."""
     import torch
 
     from freyvae_cli import explore, figures
-    from freyvae_cli.evaluate import INACTIVE_KL
 
     if span <= 0:
         raise UsageError(f"--range must be above 0 (got {span})")
+    if use_pca and dim:
+        raise UsageError("give either --dim or --pca, not both")
+    if k is not None and not use_pca:
+        raise UsageError("--k counts principal directions: add --pca")
     figures.check_out(out)
     if gif is not None:
         figures.check_out(gif, "gif")
@@ -114,22 +121,49 @@ def traverse(
     explore.check_dims(dim, model.latent_dim, "--dim")
     x, _ = explore.split_images(ckpt, faces, "test")
     explore.check_face("--face", face, len(x))
-    kl = explore.kl_per_dim(model, x)
-    dims, inactive = explore.traverse_dims(kl, dim, ui.info)
+    directions, labels, found, said = (_principal(model, x, k) if use_pca else _dimensions(model, x, dim))
     base = torch.zeros(model.latent_dim) if from_prior else explore.encode(model, x[face:face + 1])[0][0]
-    rows = explore.traverse(model, base, dims, steps, span)
-    labels = [f"dim {d} · KL {kl[d]:.2f} nats" for d in dims]
-    title = f"values {-span:g} .. +{span:g} around " + ("z = 0" if from_prior else f"test face {face}")
+    rows = explore.traverse(model, base, directions, steps, span)
+    unit = " standard deviations" if use_pca else ""
+    title = f"values {-span:g} .. +{span:g}{unit} around " + ("z = 0" if from_prior else f"test face {face}")
     if model.autoregressive:
         title += f"; {explore.what_is_drawn(model)}"
     figures.save_image(figures.face_grid(rows, scale=scale, labels=labels, title=title), out)
-    if not dim and inactive and len(inactive) < model.latent_dim:
-        ui.info(f"inactive dimensions (KL < {INACTIVE_KL} nats, not drawn): {', '.join(map(str, sorted(inactive)))}")
+    if said:
+        ui.info(said)
     if gif is not None:
         figures.save_sweep_gif(rows, labels, scale, gif)
-    done(json_out, {"out": str(out), "gif": str(gif) if gif else None, "dims": dims,
-                    "kl": [float(kl[d]) for d in dims], "inactive": sorted(inactive), "steps": steps,
-                    "range": span}, f"wrote {out}: dimensions {', '.join(map(str, dims))}")
+    what = "principal directions" if use_pca else "dimensions"
+    done(json_out, {"out": str(out), "gif": str(gif) if gif else None, **found, "steps": steps, "range": span},
+         f"wrote {out}: {what} {', '.join(map(str, found.get('dims') or found.get('directions')))}")
+
+
+def _dimensions(model, x, asked: list[int] | None):
+    """Traverse's rows by latent dimension: the dimensions, their labels, the --json figures and a
+    note on the inactive ones (when they were not asked for)."""
+    import torch
+
+    from freyvae_cli import explore
+    from freyvae_cli.evaluate import INACTIVE_KL
+
+    kl = explore.kl_per_dim(model, x)
+    dims, inactive = explore.traverse_dims(kl, asked, ui.info)
+    labels = [f"dim {d} · KL {kl[d]:.2f} nats" for d in dims]
+    note = (f"inactive dimensions (KL < {INACTIVE_KL} nats, not drawn): {', '.join(map(str, sorted(inactive)))}"
+            if not asked and inactive and len(inactive) < model.latent_dim else "")
+    found = {"dims": dims, "kl": [float(kl[d]) for d in dims], "inactive": sorted(inactive)}
+    return torch.eye(model.latent_dim)[dims], labels, found, note
+
+
+def _principal(model, x, k: int | None):
+    """Traverse's rows by principal direction of the test means, one standard deviation a unit."""
+    from freyvae_cli import explore
+
+    directions, share = explore.principal_directions(model, x, min(6, model.latent_dim) if k is None else k)
+    labels = [f"PC {i + 1} · {s:.0%} of variance" for i, s in enumerate(share)]
+    found = {"method": "pca", "directions": [f"pc{i + 1}" for i in range(len(share))],
+             "explained_variance": [float(s) for s in share]}
+    return directions, labels, found, ""
 
 
 @command

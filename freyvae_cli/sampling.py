@@ -1,0 +1,78 @@
+"""Drawing from PixelVAE fast, and exactly: fixed-point iteration over all pixels at once.
+
+With the pixel noise u fixed, a draw is the image x in which every pixel is the inverse CDF of its
+own law given the pixels before it: x_i = F_i^-1(u_i | x_<i, z). The sequential sampler fills that
+in raster order, one pass of the PixelCNN per pixel (560). Here every pixel instead takes the
+value its CDF gives under the current image, all at once, until nothing changes (Song et al.,
+ICML 2021, "Accelerating feedforward computation via parallel nonlinear equation solving"). The
+fixed point is unique and is the sequential draw; each pass makes at least one more pixel final:
+if the first pixel that changed is i, every pixel up to i is final, and the rows above it need no
+recomputing. A batch's images converge after different numbers of passes, so each pass runs only
+on those still moving. A start image close to the answer (the face drawn for the slider's last
+position) needs only a few passes.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from freyvae_cli.likelihood import LEVELS
+
+BAND = 8  # rows updated per pass: chosen by benchmarks/bench_sampling.py --bands (docs/performance.md)
+
+
+def inverse_cdf(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """The level where each pixel's CDF first reaches u: h (..., C) the PixelCNN's last hidden
+    layer, u (...) the noise; the arithmetic of PixelVAE.sample, pixel by pixel."""
+    logits = F.linear(h, weight, bias).float()
+    cdf = torch.softmax(logits, dim=-1).cumsum(-1)
+    return (cdf < u.unsqueeze(-1)).sum(-1).clamp(max=LEVELS - 1)
+
+
+def update(model, levels: torch.Tensor, cond: list[torch.Tensor], u: torch.Tensor, first_row: int,
+           last_row: int) -> torch.Tensor:
+    """Every pixel of rows first_row..last_row-1 set to the inverse CDF of its law under the current
+    images (levels, (b, H*W)): one pass of the PixelCNN over those rows and the rows they see."""
+    height, width = cond[0].shape[2:]
+    top = max(0, first_row - model.reach)
+    x = (levels.view(-1, 1, height, width)[:, :, top:last_row] / (LEVELS - 1)).float()
+    h = model.features(x, [c[:, :, top:last_row] for c in cond])[:, :, first_row - top:]
+    weight, bias = model.to_logits.weight.flatten(1), model.to_logits.bias
+    noise = u[:, first_row * width:last_row * width].view(-1, last_row - first_row, width)
+    return inverse_cdf(h.permute(0, 2, 3, 1), weight, bias, noise).flatten(1)
+
+
+@torch.no_grad()
+def sample(model, z: torch.Tensor, u: torch.Tensor, start: torch.Tensor | None = None,
+           stats: dict | None = None, band: int = BAND) -> torch.Tensor:
+    """PixelVAE.sample's images (uint8, (B, 1, H, W)) for latents z (B, D) and noise u, by
+    fixed-point iteration from `start` (uint8 images, one or B; default black). Each pass updates
+    the `band` rows from the first non-final row of the images that have one there. `stats`, if
+    given, gets the number of passes."""
+    cond = model.condition(z)
+    batch, _, height, width = cond[0].shape
+    u = u.to(z.device).expand(batch, 1, height, width).reshape(batch, height * width)
+    levels = torch.zeros(batch, height * width, dtype=torch.long, device=z.device)
+    if start is not None:
+        levels[:] = start.to(z.device).reshape(-1, height * width).long()
+    final = torch.zeros(batch, dtype=torch.long)  # per image: the pixels before this are final
+    passes = 0
+    while (final < height * width).any():
+        passes += 1
+        first_row = int(final.min()) // width
+        last_row = min(height, first_row + band)
+        part = torch.nonzero(final < last_row * width).flatten()  # the images with a non-final pixel here
+        idx = slice(None) if len(part) == batch else part.to(z.device)  # a plain slice copies nothing
+        rows = slice(first_row * width, last_row * width)
+        new = update(model, levels[idx], [c[idx] for c in cond], u[idx], first_row, last_row)
+        old = levels[idx, rows]
+        position = torch.arange(rows.start, rows.stop)
+        movable = (position >= final[part].unsqueeze(1)).to(z.device)  # final pixels keep their value
+        changed = ((new != old) & movable).cpu()
+        levels[idx, rows] = torch.where(movable, new, old)  # old may be a view of levels: compared first
+        first_change = torch.where(changed, position, height * width).amin(1)
+        final[part] = torch.where(changed.any(1), first_change + 1, torch.clamp(final[part], min=rows.stop))
+    if stats is not None:
+        stats["passes"] = passes
+    return levels.view(batch, 1, height, width).to(torch.uint8)

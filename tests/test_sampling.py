@@ -1,0 +1,101 @@
+"""The fixed-point sampler draws exactly the faces of the sequential one (tests/reference.py), bit
+for bit, from any start, on a tiny model and on the trained PixelVAE of ../shared/models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from freyvae_cli import checkpoint as ck
+from freyvae_cli import explore, sampling
+from freyvae_cli.pixelvae import PixelVAE
+from tests.conftest import REAL_DATA
+from tests.reference import sequential_sample
+
+TRAINED = Path(__file__).resolve().parents[1].parent / "shared" / "models" / "pixelvae-321.pth"
+
+
+def noise(seed: int = 0) -> torch.Tensor:
+    return torch.rand(1, 1, 28, 20, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.fixture(scope="module")
+def tiny() -> PixelVAE:
+    torch.manual_seed(3)
+    model = PixelVAE(latent_dim=3, channels=8, blocks=2).eval()
+    for p in model.parameters():  # large weights: every pixel moves the ones after it
+        p.data.normal_(0, 0.3)
+    return model
+
+
+def test_tiny_model_from_black_from_noise_and_from_another_face(tiny):
+    z = torch.randn(5, 3, generator=torch.Generator().manual_seed(1))
+    want = sequential_sample(tiny, z, noise())
+    stats = {}
+    assert torch.equal(sampling.sample(tiny, z, noise(), stats=stats), want)
+    assert 1 < stats["passes"] < 560
+    junk = torch.randint(0, 256, (5, 1, 28, 20), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(sampling.sample(tiny, z, noise(), start=junk), want)
+    assert torch.equal(sampling.sample(tiny, z, noise(), start=want[:1]), want)  # one start for all
+    stats = {}
+    assert torch.equal(sampling.sample(tiny, z, noise(), start=want, stats=stats), want)
+    assert stats["passes"] == -(-28 // sampling.BAND)  # the answer itself: one pass a band confirms it
+    assert torch.equal(tiny.sample(z, noise()), want)  # the model's own sample() is the fast one
+
+
+def test_a_batch_converges_image_by_image(tiny):
+    """Images that converge early leave the batch; each still equals its draw alone."""
+    z = torch.randn(7, 3, generator=torch.Generator().manual_seed(4))
+    batch = sampling.sample(tiny, z, noise(5))
+    for i in range(7):
+        assert torch.equal(batch[i:i + 1], sampling.sample(tiny, z[i:i + 1], noise(5)))
+
+
+@pytest.fixture(scope="module")
+def trained():
+    if not TRAINED.is_file():
+        pytest.skip(f"{TRAINED} is absent")
+    model, ckpt = ck.load_model(TRAINED)
+    return model, ckpt
+
+
+def latents(model, ckpt) -> dict[str, torch.Tensor]:
+    """Prior draws, the latent means of test faces, and a traversal around one of them."""
+    prior = torch.randn(24, model.latent_dim, generator=torch.Generator().manual_seed(7))
+    if REAL_DATA.is_file():
+        from freyvae_cli.data import load_faces
+
+        x, _ = explore.split_images(ckpt, load_faces(REAL_DATA), "test")
+        means = explore.encode(model, x[:24])[0]
+    else:  # without the data, points near the prior's bulk stand in for the means
+        means = 0.5 * torch.randn(24, model.latent_dim, generator=torch.Generator().manual_seed(8))
+    dim = int(explore.kl_per_dim(model, x[:64]).argmax()) if REAL_DATA.is_file() else 0
+    walk = means[0].repeat(24, 1)
+    walk[:, dim] += torch.linspace(-3, 3, 24)
+    return {"prior": prior, "reconstruction": means, "traversal": walk}
+
+
+def test_the_trained_model_at_batch_1_and_at_batch_72(trained):
+    model, ckpt = trained
+    z = latents(model, ckpt)
+    u = noise()
+    everything = torch.cat(list(z.values()))
+    want = sequential_sample(model, everything, u)
+    assert torch.equal(sampling.sample(model, everything, u), want)
+    for i, kind in enumerate(z):
+        one = everything[24 * i + 3:24 * i + 4]
+        assert torch.equal(sampling.sample(model, one, u), want[24 * i + 3:24 * i + 4]), kind
+    # a slider step: the face before as the start
+    assert torch.equal(sampling.sample(model, everything[49:50], u, start=want[48:49]), want[49:50])
+
+
+def test_commands_draw_the_faces_they_drew_before(trained):
+    """explore.sample (the `sample` command's faces) equals the sequential sampler's."""
+    model, _ = trained
+    faces = explore.sample(model, 4, seed=11)
+    z = torch.randn(4, model.latent_dim, generator=torch.Generator().manual_seed(11))
+    want = sequential_sample(model, z, noise(11)).squeeze(1).float().numpy() / 255.0
+    assert np.array_equal(faces, want)
