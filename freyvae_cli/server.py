@@ -32,6 +32,7 @@ MAX_URL = 4096  # bytes of request line target; a z of 512 numbers fits easily
 MAX_Z = 50.0  # |z_d| above this is refused: the prior puts no mass there
 SCALE = 10  # the face is 28x20 pixels; the page shows it 280x200, crisp
 MAX_STEPS = 20
+PCS = 8  # sliders along the top principal directions of the test means
 
 
 class BadRequest(Exception):
@@ -48,6 +49,7 @@ class Explorer:
     frames: np.ndarray
     mu: torch.Tensor  # (n, D) posterior means
     lock: threading.Lock
+    last: torch.Tensor | None = None  # the face drawn last (uint8): where the next draw starts
 
     @classmethod
     def build(cls, model, ckpt: dict, faces: np.ndarray, checkpoint: str, span: float) -> Explorer:
@@ -55,6 +57,7 @@ class Explorer:
         mu, logvar = explore.encode(model, x)
         kl = kl_divergence(mu, logvar).mean(0).numpy()  # nats per dimension, as explore.kl_per_dim
         points, axes, share = explore.pca(mu.numpy())
+        top, top_axes, top_share = explore.pca(mu.numpy(), min(PCS, model.latent_dim))
         last = ckpt["history"][-1] if ckpt["history"] else {}
         cfg = ckpt["config"]
         info = {
@@ -65,12 +68,17 @@ class Explorer:
             "dims": [{"index": int(d), "kl": float(kl[d])} for d in np.argsort(-kl, kind="stable")],
             "map": {"points": points.round(4).tolist(), "frames": frames.tolist(), "axes": axes.tolist(),
                     "centre": mu.mean(0).tolist(), "share": [float(s) for s in share]},
+            # sliders along the principal directions, in standard deviations of the means along each
+            "pca": {"axes": top_axes.tolist(), "sd": top.std(0, ddof=1).tolist(),
+                    "share": [float(s) for s in top_share]},
         }
         return cls(model, info, x.squeeze(1).numpy(), frames, mu, threading.Lock())
 
     def decode_png(self, z: torch.Tensor) -> bytes:
         with self.lock:  # one decode at a time: torch already uses every core for one
-            face = explore.decode(self.model, z.unsqueeze(0))[0]
+            face = explore.decode(self.model, z.unsqueeze(0), start=self.last)[0]
+            if self.model.autoregressive:  # a slider step changes little: start the next draw here
+                self.last = torch.from_numpy(np.round(face * 255).astype(np.uint8))
         return png(face)
 
     def strip_png(self, a: int, b: int, steps: int) -> bytes:

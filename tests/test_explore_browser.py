@@ -107,3 +107,35 @@ def test_dragging_a_slider_clicking_the_map_and_interpolating(page):
     page.locator("#walk").fill("1")
     wait_for_change(page, after_click)
     assert errors == []
+
+
+def test_a_principal_slider_moves_z_along_its_direction(page):
+    page, errors = page
+    pca = page.evaluate("state.info.pca")
+    labels = page.locator(".slider.pc span").all_inner_texts()
+    assert len(labels) == len(pca["axes"]) == 4 and labels[0].startswith("PC 1 · ") and "% of variance" in labels[0]
+    wait_until(page, "document.getElementById('face').src.startsWith('blob:')")
+    asked: list[list[float]] = []
+    page.on("request", lambda r: asked.append([float(v) for v in r.url.split("z=")[1].split(",")])
+            if "/api/decode.png?z=" in r.url else None)
+    z_before = page.evaluate("state.z")
+    before = face_pixels(page)
+
+    slider = page.locator(".slider.pc input").first
+    box = slider.bounding_box()
+    y = box["y"] + box["height"] / 2
+    page.mouse.move(box["x"] + box["width"] / 2, y)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] - 2, y, steps=12)
+    wait_for_change(page, before)
+    page.mouse.up()
+    wait_until(page, "!state.inFlight && state.pending === null")
+    assert asked, "no face was asked for"
+    moved = [a - b for a, b in zip(asked[-1], z_before, strict=True)]
+    axis = pca["axes"][0]
+    along = sum(m * a for m, a in zip(moved, axis, strict=True))
+    across = [m - along * a for m, a in zip(moved, axis, strict=True)]
+    assert along > 0.5 * pca["sd"][0]  # to the right: the positive direction, by standard deviations
+    assert max(abs(c) for c in across) < 1e-3 + 1e-3 * abs(along)  # and only along it (z is sent to 4 places)
+    assert "--pca --k 4" in page.inner_text("#command")
+    assert errors == []

@@ -99,3 +99,18 @@ def test_commands_draw_the_faces_they_drew_before(trained):
     z = torch.randn(4, model.latent_dim, generator=torch.Generator().manual_seed(11))
     want = sequential_sample(model, z, noise(11)).squeeze(1).float().numpy() / 255.0
     assert np.array_equal(faces, want)
+
+
+def test_the_explorer_starts_each_draw_from_the_last_and_draws_the_same_faces(trained):
+    if not REAL_DATA.is_file():
+        pytest.skip(f"{REAL_DATA} is absent")
+    from freyvae_cli.data import load_faces
+    from freyvae_cli.server import Explorer, png
+
+    model, ckpt = trained
+    explorer = Explorer.build(model, ckpt, load_faces(REAL_DATA), str(TRAINED), 3.0)
+    z = explorer.mu[0].clone()
+    for step in range(3):
+        z[0] += 0.2
+        assert explorer.decode_png(z) == png(explore.decode(model, z.unsqueeze(0))[0]), step
+        assert explorer.last is not None

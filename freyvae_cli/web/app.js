@@ -4,7 +4,8 @@
 
 const INACTIVE_KL = 0.05; // nats: the threshold `freyvae traverse` uses
 const $ = (id) => document.getElementById(id);
-const state = { info: null, z: [], face: 0, mu: [], other: null, sliders: {}, pending: null, inFlight: false };
+const state = { info: null, z: [], face: 0, mu: [], other: null, sliders: {}, pcs: [], pending: null,
+  inFlight: false, control: "dim" };
 
 function fmt(v, d = 2) { return Number(v).toFixed(d); }
 function quote(s) { return /^[\w./-]+$/.test(s) ? s : "'" + s.replace(/'/g, "'\\''") + "'"; }
@@ -57,7 +58,12 @@ function buildSliders() {
     const input = document.createElement("input");
     Object.assign(input, { type: "range", min: -range, max: range, step: 0.01, value: 0 });
     input.dataset.dim = d.index;
-    input.addEventListener("input", () => { state.z[d.index] = Number(input.value); requestFace(); });
+    input.addEventListener("input", () => {
+      state.z[d.index] = Number(input.value);
+      state.control = "dim";
+      state.pcs.forEach((pc, k) => { pc.value = pcValue(k); });
+      requestFace();
+    });
     row.append(name, input);
     (d.kl < INACTIVE_KL ? $("inactive") : $("sliders")).append(row);
     state.sliders[d.index] = input;
@@ -66,10 +72,44 @@ function buildSliders() {
   $("inactive-box").hidden = inactive.length === 0;
 }
 
-function setZ(z) {
+// A principal slider reads z's coordinate along its direction, in standard deviations of the test
+// means; moving it moves z along that direction only.
+function pcValue(k) {
+  const { axes, sd } = state.info.pca, { centre } = state.info.map;
+  return axes[k].reduce((s, w, d) => s + w * (state.z[d] - centre[d]), 0) / (sd[k] || 1);
+}
+
+function buildPcSliders() {
+  const { pca, range } = state.info;
+  pca.axes.forEach((axis, k) => {
+    const row = document.createElement("label");
+    row.className = "slider pc";
+    const name = document.createElement("span");
+    name.textContent = `PC ${k + 1} · ${Math.round(100 * pca.share[k])}% of variance`;
+    const input = document.createElement("input");
+    Object.assign(input, { type: "range", min: -range, max: range, step: 0.01, value: 0 });
+    input.dataset.pc = k;
+    input.addEventListener("input", () => {
+      const move = (Number(input.value) - pcValue(k)) * pca.sd[k];
+      state.control = "pca";
+      showSliders(state.z.map((v, d) => v + move * axis[d]), k);
+      requestFace();
+    });
+    row.append(name, input);
+    $("pc-sliders").append(row);
+    state.pcs.push(input);
+  });
+}
+
+function showSliders(z, moving = null) { // every slider at z's position, but the one in the hand
   state.z = z.slice();
-  const r = state.info.range;
-  for (const [d, input] of Object.entries(state.sliders)) input.value = Math.max(-r, Math.min(r, state.z[d]));
+  const r = state.info.range, clip = (v) => Math.max(-r, Math.min(r, v));
+  for (const [d, input] of Object.entries(state.sliders)) input.value = clip(state.z[d]);
+  state.pcs.forEach((input, k) => { if (k !== moving) input.value = clip(pcValue(k)); });
+}
+
+function setZ(z) {
+  showSliders(z);
   requestFace();
 }
 
@@ -156,9 +196,10 @@ function walk() {
 
 function showCommand() {
   const ck = quote(state.info.checkpoint), r = state.info.range;
+  const pca = state.control === "pca" ? ` --pca --k ${state.pcs.length}` : "";
   $("command").textContent = state.other !== null
     ? `freyvae interpolate -c ${ck} --from ${state.face} --to ${state.other} --steps 10`
-    : `freyvae traverse -c ${ck} --face ${state.face} --range ${r}`;
+    : `freyvae traverse -c ${ck}${pca} --face ${state.face} --range ${r}`;
 }
 
 // ---- start --------------------------------------------------------------------------------
@@ -169,6 +210,7 @@ async function main() {
   $("info").textContent = `${i.checkpoint} · ${i.model} model · ${i.likelihood} likelihood · ${i.epochs} epochs${loss}`;
   $("drawn").textContent = i.drawn;
   state.z = new Array(i.latent_dim).fill(0);
+  buildPcSliders();
   buildSliders();
   $("reset").addEventListener("click", () => setZ(state.mu));
   $("zero").addEventListener("click", () => setZ(new Array(i.latent_dim).fill(0)));
