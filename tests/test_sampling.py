@@ -114,3 +114,63 @@ def test_the_explorer_starts_each_draw_from_the_last_and_draws_the_same_faces(tr
         z[0] += 0.2
         assert explorer.decode_png(z) == png(explore.decode(model, z.unsqueeze(0))[0]), step
         assert explorer.last is not None
+
+
+def test_concurrent_requests_are_drawn_together_and_each_gets_its_own_face(trained):
+    if not REAL_DATA.is_file():
+        pytest.skip(f"{REAL_DATA} is absent")
+    import threading
+
+    from freyvae_cli.data import load_faces
+    from freyvae_cli.server import Explorer
+
+    model, ckpt = trained
+    explorer = Explorer.build(model, ckpt, load_faces(REAL_DATA), str(TRAINED), 3.0)
+    z = torch.randn(8, model.latent_dim, generator=torch.Generator().manual_seed(21))
+    sizes, got = [], {}
+    decode_many = explorer.batcher.decode
+    explorer.batcher.decode = lambda zs: sizes.append(len(zs)) or decode_many(zs)
+    threads = [threading.Thread(target=lambda i=i: got.__setitem__(i, explorer.batcher(z[i]))) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(sizes) == 8 and max(sizes) > 1  # some were drawn in one batch
+    want = sequential_sample(model, z, noise()).squeeze(1).float().numpy() / 255.0
+    for i in range(8):
+        assert np.array_equal(got[i], want[i]), i
+
+
+def test_a_failed_batch_fails_every_request_in_it():
+    import threading
+
+    from freyvae_cli.server import Batcher
+
+    calls = []
+
+    def decode(zs):
+        calls.append(len(zs))
+        if len(calls) == 1:
+            threading.Event().wait(0.3)  # the others queue up meanwhile
+            return zs.numpy() * 2
+        raise RuntimeError("out of memory")
+
+    batcher = Batcher(decode)
+    results = {}
+
+    def ask(i):
+        try:
+            results[i] = batcher(torch.tensor([float(i)]))
+        except RuntimeError as e:
+            results[i] = str(e)
+
+    first = threading.Thread(target=ask, args=(0,))
+    first.start()
+    threading.Event().wait(0.1)
+    rest = [threading.Thread(target=ask, args=(i,)) for i in range(1, 4)]
+    for t in rest:
+        t.start()
+    for t in [first, *rest]:
+        t.join(timeout=10)
+    assert calls == [1, 3]
+    assert results[0] == [0.0] and all(results[i] == "out of memory" for i in range(1, 4))
