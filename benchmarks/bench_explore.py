@@ -3,6 +3,10 @@ process; prints requests per second, p50/p95 latency, and the server's resident 
 between and after the rounds (it should stay flat). Every answer must be a 200 PNG.
 
     python benchmarks/bench_explore.py -c runs/vae_final_model.pth --data ../shared/data/frey_rawface.mat
+
+--drag instead drives the page in headless Chromium (Debian's chromium, the playwright package):
+a one-second drag of the first principal slider in 30 mouse moves, as a hand would; prints how
+many distinct faces the page showed and the decode latencies the browser saw.
 """
 
 from __future__ import annotations
@@ -38,6 +42,47 @@ def client(host: str, latent: int, n: int, seed: int, latencies: list[float], fa
             failures.append(r.status)
 
 
+DRAG_JS_COUNT = """() => { window.changes = 0;
+  new MutationObserver(() => { window.changes++; }).observe(document.getElementById('face'),
+    {attributes: true, attributeFilter: ['src']}); }"""
+
+
+def drag(url: str, moves: int = 30, seconds: float = 1.0) -> None:
+    """A one-second drag of the first principal slider; the faces shown and the decode latencies."""
+    from playwright.sync_api import sync_playwright
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=flags)
+        page = browser.new_page(viewport={"width": 1100, "height": 800})
+        page.goto(url)
+        page.wait_for_selector("body[data-ready='1']", timeout=60000)
+        while page.evaluate("state.inFlight || state.pending !== null"):
+            page.wait_for_timeout(50)
+        page.evaluate("performance.clearResourceTimings()")
+        page.evaluate(DRAG_JS_COUNT)
+        box = page.locator(".slider.pc input").first.bounding_box()
+        y = box["y"] + box["height"] / 2
+        page.mouse.move(box["x"] + 2, y)
+        page.mouse.down()
+        t0 = time.perf_counter()
+        for i in range(1, moves + 1):
+            page.mouse.move(box["x"] + 2 + (box["width"] - 4) * i / moves, y)
+            page.wait_for_timeout(max(0.0, 1000 * (t0 + seconds * i / moves - time.perf_counter())))
+        during, took = page.evaluate("window.changes"), time.perf_counter() - t0
+        page.mouse.up()
+        while page.evaluate("state.inFlight || state.pending !== null"):
+            page.wait_for_timeout(50)
+        ms = page.evaluate("performance.getEntriesByType('resource').filter(e => e.name.includes('decode.png'))"
+                           ".map(e => e.duration)")
+        browser.close()
+    q = statistics.quantiles(ms, n=100) if len(ms) > 1 else [ms[0]] * 99
+    print(f"drag of {took:.2f} s in {moves} moves: {during} faces shown during it, {len(ms)} decodes asked for; "
+          f"decode p50 {q[49]:.1f} ms, p95 {q[94]:.1f} ms")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-c", "--checkpoint", default="runs/vae_final_model.pth")
@@ -45,6 +90,7 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--requests", type=int, default=250, help="per client and round")
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--drag", action="store_true", help="a slider drag in headless Chromium instead")
     args = ap.parse_args()
     exe = shutil.which("freyvae")
     if exe is None:
@@ -63,6 +109,8 @@ def main() -> None:
 
         latent = json.loads(conn.getresponse().read())["latent_dim"]
         print(f"server ready in {time.perf_counter() - t0:.2f} s; resident memory {rss_mib(server.pid):.0f} MiB")
+        if args.drag:
+            return drag(f"http://{host}/")
         for rnd in range(1, args.rounds + 1):
             latencies: list[float] = []
             failures: list[int] = []
