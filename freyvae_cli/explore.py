@@ -62,9 +62,11 @@ def decode(model: VAE, z: torch.Tensor, batch: int = 1024, noise_seed: int = 0,
     (its search starting from `start`, a uint8 face near the answer: the same faces, sooner)."""
     device = next(model.parameters()).device
     if model.autoregressive:
+        from freyvae_cli.sampling import CHUNK
+
         u = torch.rand(1, 1, *model.image_shape, generator=torch.Generator().manual_seed(noise_seed))
-        out = [model.sample(z[i:i + batch].to(device), u, start).cpu().float() / 255.0
-               for i in range(0, len(z), batch)]
+        out = [model.sample(z[i:i + CHUNK].to(device), u, start).cpu().float() / 255.0
+               for i in range(0, len(z), CHUNK)]
     else:
         out = [mean_image(model.decode(z[i:i + batch].to(device)), model.likelihood).cpu()
                for i in range(0, len(z), batch)]

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from freyvae_cli.likelihood import LEVELS
 
 BAND = 8  # rows updated per pass: chosen by benchmarks/bench_sampling.py --bands (docs/performance.md)
+CHUNK = 20  # faces drawn together: larger batches cost more per face here (docs/performance.md)
 
 
 def inverse_cdf(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, u: torch.Tensor) -> torch.Tensor:

@@ -12,6 +12,7 @@ common=(-c "$CK" --data "$DATA" --quiet)
 freyvae reconstruct "${common[@]}" -o docs/reconstructions.png
 freyvae sample -c "$CK" --quiet -n 20 -o docs/generated_samples.png
 freyvae traverse "${common[@]}" -o docs/latent_variations.png --gif docs/latent_variations.gif --scale 3
+freyvae traverse "${common[@]}" --pca --k 4 -o docs/latent_variations_pca.png --scale 3
 freyvae interpolate "${common[@]}" --from 0 --to 7 --steps 10 -o docs/interpolation.png
 freyvae manifold "${common[@]}" --grid 10 --scale 3 -o docs/manifold.png
 freyvae manifold "${common[@]}" --pca --grid 10 --scale 3 -o docs/manifold_pca.png
@@ -32,6 +33,7 @@ pv=(-c "$PV/vae_best_model.pth" --data "$DATA" --quiet)
 freyvae reconstruct "${pv[@]}" -n 20 -o docs/pixelvae_reconstructions.png
 freyvae sample -c "$PV/vae_best_model.pth" --quiet -n 20 -o docs/pixelvae_samples.png
 freyvae traverse "${pv[@]}" -o docs/pixelvae_traversal.png --scale 3
+freyvae traverse "${pv[@]}" --pca -o docs/pixelvae_traversal_pca.png --scale 3
 freyvae manifold "${pv[@]}" --pca --grid 10 --scale 3 -o docs/pixelvae_manifold_pca.png
 cp "$PV/loss_curve.png" docs/pixelvae_loss_curve.png
 ls -l docs/
