@@ -199,6 +199,8 @@ class Handler(BaseHTTPRequestHandler):
             self.route()
         except BadRequest as e:
             self.fail(HTTPStatus.BAD_REQUEST, str(e))
+        except ConnectionError:  # the page went away before its answer (a closed tab): nobody to tell
+            self.close_connection = True
         except Exception as e:  # a bug must not stop the server or show a traceback
             self.fail(HTTPStatus.INTERNAL_SERVER_ERROR, f"internal error ({type(e).__name__})")
 

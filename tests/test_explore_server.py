@@ -167,3 +167,16 @@ def test_explore_refuses_a_port_in_use_and_a_missing_checkpoint(runner, trained,
     bad.write_bytes(trained.read_bytes()[:3000])  # a truncated checkpoint
     r = runner.invoke(app, ["explore", "-c", str(bad), "--no-browser"])
     assert r.exit_code == 1 and "bad.pth" in r.stderr and r.stderr.count("\n") == 1
+
+
+def test_a_client_that_leaves_before_its_answer_gets_no_traceback(served, capfd):
+    """A closed tab mid-request: the server writes into a closed socket, says nothing, keeps serving."""
+    server, _, _ = served
+    for _ in range(5):
+        with socket.create_connection(("127.0.0.1", server.server_address[1])) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")  # RST on close
+            s.sendall(f"GET /api/decode.png?z=0,0,0,0 HTTP/1.1\r\nHost: 127.0.0.1:{server.server_address[1]}"
+                      "\r\n\r\n".encode())
+    assert get(server, "/api/decode.png?z=0,0,0,0")[0] == 200
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "BrokenPipe" not in err
