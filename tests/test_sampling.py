@@ -101,14 +101,22 @@ def test_commands_draw_the_faces_they_drew_before(trained):
     assert np.array_equal(faces, want)
 
 
-def test_the_explorer_starts_each_draw_from_the_last_and_draws_the_same_faces(trained):
+@pytest.fixture(scope="module")
+def explorer(trained):
+    """The explore server's state for the trained model (it needs the real test faces)."""
     if not REAL_DATA.is_file():
         pytest.skip(f"{REAL_DATA} is absent")
     from freyvae_cli.data import load_faces
-    from freyvae_cli.server import Explorer, png
+    from freyvae_cli.server import Explorer
 
     model, ckpt = trained
-    explorer = Explorer.build(model, ckpt, load_faces(REAL_DATA), str(TRAINED), 3.0)
+    return Explorer.build(model, ckpt, load_faces(REAL_DATA), str(TRAINED), 3.0)
+
+
+def test_the_explorer_starts_each_draw_from_the_last_and_draws_the_same_faces(trained, explorer):
+    from freyvae_cli.server import png
+
+    model, _ = trained
     z = explorer.mu[0].clone()
     for step in range(3):
         z[0] += 0.2
@@ -116,16 +124,10 @@ def test_the_explorer_starts_each_draw_from_the_last_and_draws_the_same_faces(tr
         assert explorer.last is not None
 
 
-def test_concurrent_requests_are_drawn_together_and_each_gets_its_own_face(trained):
-    if not REAL_DATA.is_file():
-        pytest.skip(f"{REAL_DATA} is absent")
+def test_concurrent_requests_are_drawn_together_and_each_gets_its_own_face(trained, explorer):
     import threading
 
-    from freyvae_cli.data import load_faces
-    from freyvae_cli.server import Explorer
-
-    model, ckpt = trained
-    explorer = Explorer.build(model, ckpt, load_faces(REAL_DATA), str(TRAINED), 3.0)
+    model, _ = trained
     z = torch.randn(8, model.latent_dim, generator=torch.Generator().manual_seed(21))
     sizes, got = [], {}
     decode_many = explorer.batcher.decode
@@ -139,6 +141,7 @@ def test_concurrent_requests_are_drawn_together_and_each_gets_its_own_face(train
     want = sequential_sample(model, z, noise()).squeeze(1).float().numpy() / 255.0
     for i in range(8):
         assert np.array_equal(got[i], want[i]), i
+    explorer.batcher.decode = decode_many
 
 
 def test_a_failed_batch_fails_every_request_in_it():
