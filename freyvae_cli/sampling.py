@@ -1,15 +1,15 @@
-"""Drawing from PixelVAE fast, and exactly: fixed-point iteration over all pixels at once.
+"""Drawing from PixelVAE fast, and exactly: fixed-point iteration over many pixels at once.
 
 With the pixel noise u fixed, a draw is the image x in which every pixel is the inverse CDF of its
 own law given the pixels before it: x_i = F_i^-1(u_i | x_<i, z). The sequential sampler fills that
-in raster order, one pass of the PixelCNN per pixel (560). Here every pixel instead takes the
-value its CDF gives under the current image, all at once, until nothing changes (Song et al.,
-ICML 2021, "Accelerating feedforward computation via parallel nonlinear equation solving"). The
-fixed point is unique and is the sequential draw; each pass makes at least one more pixel final:
-if the first pixel that changed is i, every pixel up to i is final, and the rows above it need no
-recomputing. A batch's images converge after different numbers of passes, so each pass runs only
-on those still moving. A start image close to the answer (the face drawn for the slider's last
-position) needs only a few passes.
+in raster order, one pass of the PixelCNN per pixel (560). Here every pixel of a band of BAND rows
+instead takes the value its CDF gives under the current image, all at once, until nothing changes
+(Song et al., ICML 2021, "Accelerating feedforward computation via parallel nonlinear equation
+solving"). The fixed point is unique and is the sequential draw; each pass makes at least one more
+pixel final: if the first pixel that changed is i, every pixel up to i is final, and the rows
+above it need no recomputing; a band in which nothing changed is final whole. A batch's images
+converge after different numbers of passes, so each pass runs only on those still moving. A start
+image close to the answer (the face drawn for the slider's last position) may need fewer passes.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ CHUNK = 20  # faces drawn together: larger batches cost more per face here (docs
 
 def inverse_cdf(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     """The level where each pixel's CDF first reaches u: h (..., C) the PixelCNN's last hidden
-    layer, u (...) the noise; the arithmetic of PixelVAE.sample, pixel by pixel."""
+    layer, u (...) the noise; the arithmetic of the sequential sampler (tests/reference.py)."""
     logits = F.linear(h, weight, bias).float()
     cdf = torch.softmax(logits, dim=-1).cumsum(-1)
     return (cdf < u.unsqueeze(-1)).sum(-1).clamp(max=LEVELS - 1)
