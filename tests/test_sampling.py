@@ -176,4 +176,4 @@ def test_a_failed_batch_fails_every_request_in_it():
     for t in [first, *rest]:
         t.join(timeout=10)
     assert calls == [1, 3]
-    assert results[0] == [0.0] and all(results[i] == "out of memory" for i in range(1, 4))
+    assert results[0].tolist() == [0.0] and all(results[i] == "out of memory" for i in range(1, 4))
