@@ -81,6 +81,11 @@ def validate(ckpt: object, path: Path) -> dict:
         raise CheckpointError(f"{path} has no valid train/test split")
     if not isinstance(ckpt["model"], dict):
         raise CheckpointError(f"{path} has no model weights")
+    source = ckpt.get("data_source")
+    files = source.get("files") if isinstance(source, dict) else None
+    if source is not None and (not isinstance(source, dict) or files is not None and not (
+            isinstance(files, list) and all(isinstance(f, str) and Path(f).name == f != ".." for f in files))):
+        raise CheckpointError(f"{path} has an invalid data_source (file names must be plain names in one folder)")
     return ckpt
 
 
@@ -124,17 +129,39 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[VA
 def load_with_data(path: Path, device: torch.device, data: Path | None, warn: Callable[[str], None]):
     """The model, its checkpoint and the faces it was trained on (data.data_path says which file).
     Data with fewer images than the split is refused; other pixels only get a warning."""
-    from freyvae_cli.data import data_path, load_faces, pixel_hash
+    from freyvae_cli.data import data_path, pixel_hash
+    from freyvae_cli.datasets import load_data
 
     model, ckpt = load_model(path, device)
     where = data_path(data, ckpt["config"].get("data", ""))
-    faces = load_faces(where)
+    faces, _ = load_data(where, (ckpt.get("data_source") or {}).get("files"))
     if max(int(idx.max()) for idx in ckpt["split"].values()) >= len(faces):
         raise FreyError(f"{where} has {len(faces)} images, fewer than the data {path} was trained on; "
                         "pass the same --data")
     if ckpt.get("data_hash") and pixel_hash(faces) != ckpt["data_hash"]:
         warn(f"{where} differs from the data {path} was trained on")
     return model, ckpt, faces
+
+
+def data_source(ckpt: dict) -> dict:
+    """What the model was trained on: the checkpoint's data_source, or for checkpoints made before
+    there was one, the .mat file its config names."""
+    source = ckpt.get("data_source")
+    if source is None:
+        return {"kind": "mat", "path": ckpt["config"].get("data", "")}
+    return source
+
+
+def describe_data(source: dict) -> str:
+    """data_source in words: 'folder faces/ (300 images: a.png .. z.png)'."""
+    kinds = {"mat": ".mat file", "folder": "folder", "npy": ".npy array", "npz": ".npz array"}
+    kind = kinds.get(source.get("kind"), "?")
+    text = f"{kind} {source.get('path', '')}"
+    files = source.get("files") or []
+    if "images" in source:
+        span = f": {files[0]} .. {files[-1]}" if len(files) > 1 else ""
+        text += f" ({source['images']} images{span})"
+    return text
 
 
 def describe(ckpt: dict, path: Path) -> tuple[dict, list[str]]:
@@ -150,6 +177,7 @@ def describe(ckpt: dict, path: Path) -> tuple[dict, list[str]]:
         "best_val_epoch": best["epoch"] if best else None,
         "versions": ckpt.get("versions", {}), "data_hash": ckpt.get("data_hash"),
         "interrupted_mid_epoch": bool(ckpt.get("progress")),
+        "data": data_source(ckpt),
     }
     split = "/".join(str(n) for n in payload["split"].values())
     lines = [f"{path}: {ckpt['epoch']} epochs, split {split} ({'/'.join(payload['split'])})"]
@@ -159,6 +187,6 @@ def describe(ckpt: dict, path: Path) -> tuple[dict, list[str]]:
     if best:
         lines.append(f"  best validation loss {best['val_loss']:.2f} at epoch {best['epoch']} "
                      f"(test there {best['test_loss']:.2f} nats per image)")
-    lines.append(f"  data sha256 {payload['data_hash']}")
+    lines.append(f"  data: {describe_data(payload['data'])}, sha256 {payload['data_hash']}")
     lines.append("  " + ", ".join(f"{k} {v}" for k, v in payload["versions"].items()))
     return payload, lines

@@ -1,6 +1,7 @@
 """The Frey Face data: load and check the .mat file, split it, download it.
 
-The file holds one 8-bit grey 28x20 face per column of the matrix `ff` (560 x N).
+The file holds one 8-bit grey 28x20 face per column of the matrix `ff` (560 x N). Faces of your own
+(a folder of images, a .npy/.npz array) are datasets.py's.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def data_path(given: str | Path | None = None, trained_on: str | None = None) ->
     data/frey_rawface.mat."""
     if given is not None:
         return Path(given)
-    if not os.environ.get("FREYVAE_DATA") and trained_on and Path(trained_on).is_file():
+    if not os.environ.get("FREYVAE_DATA") and trained_on and Path(trained_on).exists():
         return Path(trained_on)
     return default_data_path()
 
@@ -138,15 +139,6 @@ def load_faces(path: str | Path) -> np.ndarray:
     if not raw:
         raise DataError(f"data file {path} is empty; download it again with `freyvae download --to {path}`")
     return parse_mat(raw, str(path))
-
-
-def load_or_download(path: Path, ask: Callable[[str], bool] | None, said: Callable[[str], None]) -> np.ndarray:
-    """The faces at `path`; a missing file is first offered for download where `ask` can put the
-    question (a person at a terminal); elsewhere load_faces says what to run."""
-    if ask is not None and not path.exists() and ask(f"{path} not found. Download it from {data_url()}?"):
-        download(path)
-        said(f"saved {path}")
-    return load_faces(path)
 
 
 def pixel_hash(faces: np.ndarray) -> str:

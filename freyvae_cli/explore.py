@@ -1,4 +1,4 @@
-"""Latent-space maths behind reconstruct, sample, traverse, project, interpolate and manifold.
+"""Latent-space maths behind reconstruct, sample, traverse, project, interpolate, manifold and encode.
 
 Each function takes a trained model and returns faces as numpy arrays (n, 28, 20) in [0, 1];
 drawing them is figures.py's job. A decoder that factorises over pixels gives the mean image
@@ -13,7 +13,7 @@ import torch
 
 from freyvae_cli.errors import UsageError
 from freyvae_cli.evaluate import INACTIVE_KL, mean_kl_order
-from freyvae_cli.likelihood import kl_divergence, mean_image
+from freyvae_cli.likelihood import kl_divergence, log_likelihood, mean_image
 from freyvae_cli.model import VAE
 
 
@@ -77,6 +77,32 @@ def reconstruct(model: VAE, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """Originals and their reconstructions through the posterior mean."""
     mu, _ = encode(model, x)
     return x.squeeze(1).numpy() / 255.0, decode(model, mu)
+
+
+@torch.no_grad()
+def neg_elbo(model: VAE, x: torch.Tensor, samples: int = 10, seed: int = 0) -> torch.Tensor:
+    """-ELBO of each uint8 image (n, 1, 28, 20) in nats, as `evaluate` computes it: the exact KL plus
+    the reconstruction term averaged over `samples` draws of z (seeded: the same figure each time)."""
+    device = next(model.parameters()).device
+    gen = torch.Generator(device).manual_seed(seed)
+    xd = x.to(device)
+    x01 = xd.float() / 255.0
+    mu, logvar = model.encode(x01)
+    rec = torch.zeros(len(x), device=device)
+    for _ in range(samples):
+        z = mu + torch.exp(0.5 * logvar) * torch.randn(mu.shape, generator=gen, device=device)
+        rec -= log_likelihood(model.decode(z, x01), xd, model.likelihood) / samples
+    return (rec + kl_divergence(mu, logvar).sum(1)).cpu()
+
+
+def encode_images(model: VAE, faces: np.ndarray) -> dict:
+    """What `encode` shows of uint8 faces (n, 28, 20): each as the model sees it and its
+    reconstruction (values in [0, 1]), its latent mean and standard deviation, and its -ELBO."""
+    x = torch.from_numpy(faces).unsqueeze(1)
+    mu, logvar = encode(model, x)
+    seen, recons = reconstruct(model, x)
+    return {"seen": seen, "recons": recons, "mu": mu.numpy(), "sd": torch.exp(0.5 * logvar).numpy(),
+            "neg_elbo": neg_elbo(model, x).numpy()}
 
 
 def sample(model: VAE, n: int, seed: int = 0) -> np.ndarray:

@@ -184,8 +184,10 @@ def save_latent_map(
     title: str,
     thumbnails: np.ndarray | None = None,
     n_thumbnails: int = 40,
+    marks: Sequence[tuple[str, np.ndarray]] = (),
 ) -> Path:
-    """Scatter of 2-D latent positions coloured by frame index; optional faces drawn over it."""
+    """Scatter of 2-D latent positions coloured by frame index; optional faces drawn over it, and
+    `marks` (name, point): images of the user's own, as labelled red stars."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 6))
     sc = ax.scatter(points[:, 0], points[:, 1], c=frames, cmap="viridis", s=10, alpha=0.85)
@@ -200,6 +202,10 @@ def save_latent_map(
             box = OffsetImage(grey, zoom=1.0)
             ax.add_artist(AnnotationBbox(box, points[i], frameon=True, pad=0.1,
                                          bboxprops={"lw": 0.4, "ec": "white"}))
+    for name, (x, y) in marks:
+        ax.scatter([x], [y], marker="*", s=260, c="red", edgecolors="black", linewidths=0.8, zorder=5)
+        ax.annotate(name, (x, y), xytext=(7, 7), textcoords="offset points", fontsize=9, zorder=6,
+                    bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none", "alpha": 0.8})
     ax.set(xlabel=axis_labels[0], ylabel=axis_labels[1], title=title)
     ax.grid(alpha=0.3)
     return _save_figure(fig, path)

@@ -2,7 +2,9 @@
 
 Standard library only (http.server, threaded). The model decodes on the server; the page asks for
 faces as PNGs. Nothing from a request reaches the file system: the page's files are a fixed table,
-every parameter is parsed and checked, and a bad request gets a 4xx with a short JSON error.
+every parameter is parsed and checked, and a bad request gets a 4xx with a short JSON error. A face
+of the user's own arrives as its 560 grey values in the query string (the page makes them from the
+image: images.py's conversion); it is encoded and forgotten, never stored.
 Requests whose Host header is not this server's own address are refused (DNS rebinding).
 """
 
@@ -21,7 +23,8 @@ import numpy as np
 import torch
 
 from freyvae_cli import explore
-from freyvae_cli.likelihood import kl_divergence
+from freyvae_cli.data import HEIGHT, PIXELS, WIDTH
+from freyvae_cli.likelihood import bits_per_dim, kl_divergence
 
 PAGE_FILES = {  # URL path -> (file in freyvae_cli/web, content type)
     "/": ("index.html", "text/html; charset=utf-8"),
@@ -131,6 +134,18 @@ class Explorer:
             path = explore.decode(self.model, explore.interpolate(self.mu[a], self.mu[b], steps))
         return png(path, scale=4)
 
+    def encode_face(self, x: torch.Tensor) -> dict:
+        """A face of the user's own (uint8 (1, 1, 28, 20)): its latent mean and standard deviation,
+        and its -ELBO in nats (bits per dimension for a discrete likelihood)."""
+        with self.lock:
+            mu, logvar = explore.encode(self.model, x)
+            loss = float(explore.neg_elbo(self.model, x)[0])
+        found = {"mu": [round(float(v), 5) for v in mu[0]], "sd": [round(float(v), 5) for v in (0.5 * logvar[0]).exp()],
+                 "neg_elbo": loss, "units": "nats per image"}
+        if self.model.likelihood != "bernoulli":
+            found["bits_per_dim"] = bits_per_dim(loss)
+        return found
+
     def face(self, i: int) -> dict:
         return {"index": i, "frame": int(self.frames[i]), "mu": [round(float(v), 5) for v in self.mu[i]]}
 
@@ -157,6 +172,19 @@ def parse_z(text: str, latent: int) -> torch.Tensor:
     if max(abs(v) for v in values) > MAX_Z:
         raise BadRequest(f"z values must lie within ±{MAX_Z:g}")
     return torch.tensor(values, dtype=torch.float32)
+
+
+def parse_face(query: dict) -> torch.Tensor:
+    """A face of the user's own: exactly 560 whole numbers 0..255, comma-separated, row by row."""
+    values = query.get("face")
+    if not values or len(values) != 1:
+        raise BadRequest(f"give one face: {PIXELS} grey values 0..255, comma-separated")
+    parts = values[0].split(",")
+    if len(parts) != PIXELS:
+        raise BadRequest(f"face must have {PIXELS} grey values ({HEIGHT} rows of {WIDTH}); got {len(parts)}")
+    if not all(p.isascii() and p.isdigit() and len(p) <= 3 and int(p) <= 255 for p in parts):
+        raise BadRequest("face values must be whole numbers from 0 to 255")
+    return torch.tensor([int(p) for p in parts], dtype=torch.uint8).view(1, 1, HEIGHT, WIDTH)
 
 
 def parse_int(query: dict, name: str, low: int, high: int) -> int:
@@ -231,6 +259,8 @@ class Handler(BaseHTTPRequestHandler):
             return self.send(HTTPStatus.NO_CONTENT, b"", "image/x-icon")
         if url.path == "/api/info":
             return self.send(HTTPStatus.OK, json.dumps(ex.info).encode(), "application/json")
+        if url.path == "/api/encode":
+            return self.send(HTTPStatus.OK, json.dumps(ex.encode_face(parse_face(query))).encode(), "application/json")
         if url.path == "/api/decode.png":
             z = parse_z(query.get("z", [""])[0], ex.model.latent_dim)
             return self.send(HTTPStatus.OK, ex.decode_png(z), "image/png")

@@ -169,6 +169,7 @@ class Run:
     stop: _StopFlag = field(default_factory=_StopFlag)
     started: float = field(default_factory=time.perf_counter)
     prior_seconds: float = 0.0  # spent by earlier sessions of a resumed run
+    source: dict | None = None  # what the data is (datasets.load_data): kind, path, images, file names
 
     @property
     def out(self) -> Path:
@@ -186,6 +187,7 @@ class Run:
             "config": self.cfg.to_dict(),
             "split": {name: torch.from_numpy(idx) for name, idx in self.split.items()},
             "data_hash": self.data_hash,
+            "data_source": self.source,
             "history": self.history,
             "rng": {"shuffle": self.shuffle_gen.get_state(), "noise": self.noise_gen.get_state(),
                     "device_type": self.device.type},
@@ -213,9 +215,12 @@ def train(
     data_hash: str,
     reporter: Reporter,
     resume: dict | None = None,
+    source: dict | None = None,
 ) -> TrainResult:
-    """Train (or continue) a VAE on uint8 faces (N, 28, 20); write checkpoints into cfg.out."""
+    """Train (or continue) a VAE on uint8 faces (N, 28, 20); write checkpoints into cfg.out.
+    `source` (datasets.load_data) is kept in the checkpoints, to say what the data was."""
     run = start(cfg, faces, data_hash, resume)
+    run.source = source
     tb = None
     if cfg.tensorboard:
         from freyvae_cli.tensorboard_log import TensorBoardLog

@@ -1,6 +1,7 @@
 """The screenshot of `freyvae explore` in docs/explore.png: the page in headless Chromium (Debian's
 chromium, the playwright package) with test face 17 loaded, test face 100 shift-clicked and the
-walk a quarter of the way along the decoded path.
+walk a quarter of the way along the decoded path; with --image, that image put in with the page's
+"your image" picker instead (docs/explore_your_image.png).
 
     python scripts/screenshot_explore.py -c runs/literature/pixelvae-123/vae_best_model.pth \\
         --data ../shared/data/frey_rawface.mat -o docs/explore.png
@@ -34,6 +35,7 @@ def main() -> None:
     ap.add_argument("-c", "--checkpoint", required=True)
     ap.add_argument("--data", required=True)
     ap.add_argument("-o", "--out", default="docs/explore.png")
+    ap.add_argument("--image", help="an image for the page's picker (scripts/face_as_photo.py makes one)")
     args = ap.parse_args()
     model, ckpt = ck.load_model(args.checkpoint)
     server = ExploreServer("127.0.0.1", 0, Explorer.build(model, ckpt, load_faces(args.data), args.checkpoint, 3.0))
@@ -43,10 +45,14 @@ def main() -> None:
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         page.goto(server.url)
         page.wait_for_selector("body[data-ready='1']", timeout=60000)
-        page.evaluate("loadFace(17)")
-        settle(page)
-        page.evaluate("interpolateTo(100)")
-        page.locator("#walk").fill("0.25")
+        if args.image:
+            page.set_input_files("#upload", args.image)
+            page.wait_for_selector("body[data-yours]", timeout=60000)
+        else:
+            page.evaluate("loadFace(17)")
+            settle(page)
+            page.evaluate("interpolateTo(100)")
+            page.locator("#walk").fill("0.25")
         settle(page)
         page.screenshot(path=args.out, full_page=True)
         browser.close()

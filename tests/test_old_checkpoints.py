@@ -45,13 +45,15 @@ def test_info_says_what_it_said(runner, old):
     assert r.exit_code == 0, r.output
     payload = last_json(r.stdout)
     assert payload.pop("checkpoint") == str(pth)
+    # what the data was: added since (issue 20); a checkpoint of then names its .mat file in its config
+    assert payload.pop("data") == {"kind": "mat", "path": EXPECTED["info"]["config"]["data"]}
     assert payload == EXPECTED["info"]
 
 
 def test_evaluate_gives_the_same_numbers(runner, old):
     pth, mat = old
     r = runner.invoke(app, ["evaluate", "-c", str(pth), "--data", str(mat), "--device", "cpu",
-                            "--iw-samples", "20", "--json"])
+                            "--iw-samples", "20", "--precision", "fp32", "--json"])  # fp32: as made, anywhere
     assert r.exit_code == 0, r.output
     got, want = last_json(r.stdout), EXPECTED["evaluate --iw-samples 20"]
     assert set(got) == set(want)

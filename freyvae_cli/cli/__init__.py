@@ -1,6 +1,6 @@
 """The `freyvae` command: the Typer app (common.py) and its commands, one module per group:
 training.py (train, download), pictures.py (reconstruct, sample, traverse, interpolate, manifold,
-project), numbers.py (evaluate, compare, info), browser.py (explore). Each declares options and
+project), encoding.py (encode), numbers.py (evaluate, compare, info), browser.py (explore). Each declares options and
 calls the package; the maths, files and checks live there."""
 
 from __future__ import annotations
@@ -11,14 +11,14 @@ import sys
 import typer
 
 from freyvae_cli import ui
-from freyvae_cli.cli import browser, numbers, pictures, training  # noqa: F401  (registers the commands)
+from freyvae_cli.cli import browser, encoding, numbers, pictures, training  # noqa: F401  (registers the commands)
 from freyvae_cli.cli.common import app
 
 __all__ = ["app", "main"]
 
 # `freyvae --help` lists the commands in the order a user meets them, not by module.
 ORDER = ("train", "download", "reconstruct", "sample", "traverse", "interpolate", "manifold", "project",
-         "evaluate", "explore", "compare", "info")
+         "encode", "evaluate", "explore", "compare", "info")
 app.registered_commands.sort(key=lambda c: ORDER.index(c.name))
 
 

@@ -64,6 +64,11 @@ class SplitKind(str, Enum):
     literature = "literature"
 
 
+class Crop(str, Enum):
+    centre = "centre"
+    none = "none"
+
+
 class ModelName(str, Enum):
     seed = "seed"
     pixelvae = "pixelvae"
@@ -79,6 +84,11 @@ DataOpt = Annotated[
                  "model was trained on, else data/frey_rawface.mat]", show_default=False),
 ]
 DeviceOpt = Annotated[Device, typer.Option("--device", help="auto picks CUDA, then MPS, then CPU.")]
+CropOpt = Annotated[Crop, typer.Option(
+    "--crop", help="How an image becomes a 28x20 face: centre, the largest centred 20:28 box; none, the whole "
+    "image squashed. Then greyscale and an area-averaging resize (docs/your-images.md).")]
+ImagesArg = Annotated[list[Path], typer.Argument(
+    help="Image files: PNG, JPEG, BMP, TIFF, WebP or GIF (its first frame).", show_default=False)]
 ScaleOpt = Annotated[int, typer.Option("--scale", min=1, max=32, help="Upscale each face by this factor.")]
 
 

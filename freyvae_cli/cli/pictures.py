@@ -12,6 +12,8 @@ from freyvae_cli import ui
 from freyvae_cli.cli.common import (
     DEFAULT_CHECKPOINT,
     CheckpointOpt,
+    Crop,
+    CropOpt,
     DataOpt,
     Device,
     DeviceOpt,
@@ -248,26 +250,41 @@ def project(
     dims: Annotated[Optional[tuple[int, int]], typer.Option("--dims", show_default=False,
                     help="Plot two latent dimensions instead of the PCA projection.")] = None,
     thumbnails: Annotated[bool, typer.Option("--thumbnails", help="Draw small faces over the points.")] = False,
+    with_: Annotated[Optional[list[Path]], typer.Option(
+        "--with", show_default=False, help="Also mark these images of your own on the map (repeatable).")] = None,
+    crop: CropOpt = Crop.centre,
     device: DeviceOpt = Device.auto,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """2-D map of the latent means (PCA), coloured by frame index in the video."""
+    """2-D map of the latent means (PCA), coloured by frame index in the video; --with marks your images."""
+    import torch
+
     from freyvae_cli import explore, figures
+    from freyvae_cli.images import read_faces
 
     figures.check_out(out, "plot")
+    own = read_faces(with_, crop.value) if with_ else None
     model, ckpt, faces = load(checkpoint, device, data)
     explore.check_dims(dims, model.latent_dim, "--dims")
     x, frames = explore.split_images(ckpt, faces, split.value)
     mu = explore.encode(model, x)[0].numpy()
     if dims is None:
-        points, _, share = explore.pca(mu)
+        points, axes, share = explore.pca(mu)
         labels = (f"PC 1 ({share[0]:.0%} of variance)", f"PC 2 ({share[1]:.0%} of variance)")
+        place = lambda m: (m - mu.mean(0)) @ axes.T  # noqa: E731  (the map's own projection)
     else:
         points, labels, share = mu[:, list(dims)], (f"z[{dims[0]}]", f"z[{dims[1]}]"), []
-    title = f"latent means of the {len(x)} {split.value} images"
+        place = lambda m: m[:, list(dims)]  # noqa: E731
+    marks = []
+    if own is not None:
+        at = place(explore.encode(model, torch.from_numpy(own).unsqueeze(1))[0].numpy())
+        marks = [(p.name, point) for p, point in zip(with_, at, strict=True)]
+    title = f"latent means of the {len(x)} {split.value} images" + (" and yours (stars)" if marks else "")
     figures.save_latent_map(points, frames, out, labels, title,
-                            thumbnails=x.squeeze(1).numpy() / 255.0 if thumbnails else None)
+                            thumbnails=x.squeeze(1).numpy() / 255.0 if thumbnails else None, marks=marks)
     done(json_out, {"out": str(out), "split": split.value, "n": len(x),
-                     "method": "dims" if dims else "pca", "explained_variance": [float(s) for s in share]},
-          f"wrote {out}: {len(x)} {split.value} images")
+                     "method": "dims" if dims else "pca", "explained_variance": [float(s) for s in share],
+                     "with": [{"path": str(p), "point": [float(v) for v in point]} for p, (_, point)
+                              in zip(with_ or [], marks, strict=True)]},
+          f"wrote {out}: {len(x)} {split.value} images" + (f" and {len(marks)} of yours" if marks else ""))

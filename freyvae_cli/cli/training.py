@@ -25,7 +25,10 @@ from freyvae_cli.cli.common import (
 
 # train's options with long help, declared apart so that the command reads as a list.
 TrainDataOpt = Annotated[Optional[Path], typer.Option(
-    "--data", show_default=False, help="Frey Face .mat file. [default: $FREYVAE_DATA, else data/frey_rawface.mat]")]
+    "--data", show_default=False, help="Frey Face .mat file, a folder of face images, or a .npy/.npz of uint8 faces "
+    "(N, 28, 20). [default: $FREYVAE_DATA, else data/frey_rawface.mat]")]
+SkipBadOpt = Annotated[bool, typer.Option(
+    "--skip-bad", help="With a folder for --data: leave out the files that are not readable images (named).")]
 OutOpt = Annotated[Optional[Path], typer.Option(
     "--out", "-o", show_default=False, help="Folder for checkpoints, history.json and loss_curve.png. [default: runs]")]
 ModelOpt = Annotated[ModelName, typer.Option(
@@ -77,13 +80,13 @@ def train(
     tensorboard: TensorBoardOpt = False,
     tensorboard_dir: TensorBoardDirOpt = None,
     resume: Annotated[Optional[Path], typer.Option(help="Continue from this checkpoint.", show_default=False)] = None,
+    skip_bad: SkipBadOpt = False,
     force: Annotated[bool, typer.Option("--force", help="Train into an --out that already holds a model.")] = False,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Train the VAE; writes checkpoints, history.json and loss_curve.png into --out."""
-    from freyvae_cli import checkpoint, config, runs
-    from freyvae_cli import data as fdata
+    from freyvae_cli import checkpoint, config, datasets, runs
 
     options = {name: v.value if isinstance(v, Enum) else v for name, v in ctx.params.items()}
     explicit = {p for p in ctx.params if ctx.get_parameter_source(p).name not in ("DEFAULT", "DEFAULT_MAP")}
@@ -93,15 +96,16 @@ def train(
 
         check_installed()
     runs.check_out_folder(Path(cfg.out), resuming=resumed is not None, force=force)
-    faces = fdata.load_or_download(Path(cfg.data), ui.asker(json_out) if resumed is None else None, ui.info)
-    data_hash = fdata.pixel_hash(faces)
+    faces, source = datasets.load_or_download(Path(cfg.data), ui.asker(json_out) if resumed is None else None,
+                                              ui.info, runs.data_files(resumed), skip_bad, ui.warning)
+    data_hash = datasets.pixel_hash(faces)
     if resumed is not None:
         runs.check_resume(resumed, resume, cfg, explicit, data_hash)
     from freyvae_cli.train import train as run_training
 
     reporter = ui.TrainProgress()
     try:
-        result = run_training(cfg, faces, data_hash, reporter, resumed)
+        result = run_training(cfg, faces, data_hash, reporter, resumed, source)
     finally:
         reporter.close()
     payload, message = runs.summary(result, cfg)

@@ -5,7 +5,7 @@
 const INACTIVE_KL = 0.05; // nats: the threshold `freyvae traverse` uses
 const $ = (id) => document.getElementById(id);
 const state = { info: null, z: [], face: 0, mu: [], other: null, sliders: {}, pcs: [], pending: null,
-  inFlight: false, control: "dim" };
+  inFlight: false, control: "dim", yours: null };
 
 function fmt(v, d = 2) { return Number(v).toFixed(d); }
 function quote(s) { return /^[\w./-]+$/.test(s) ? s : "'" + s.replace(/'/g, "'\\''") + "'"; }
@@ -153,9 +153,21 @@ function drawMap() {
     g.strokeStyle = "#000"; g.lineWidth = 1.5;
     g.beginPath(); g.arc(x, y, 7, 0, 2 * Math.PI); g.stroke();
   }
+  if (state.yours) drawStar(g, geo.toPx(project(state.yours.mu)));
   const [x, y] = geo.toPx(project(state.z));
   g.strokeStyle = "#d11"; g.lineWidth = 2.5;
   g.beginPath(); g.moveTo(x - 7, y - 7); g.lineTo(x + 7, y + 7); g.moveTo(x + 7, y - 7); g.lineTo(x - 7, y + 7); g.stroke();
+}
+
+function drawStar(g, [x, y]) { // your image on the map
+  g.beginPath();
+  for (let k = 0; k < 10; k++) {
+    const r = k % 2 ? 4 : 10, a = -Math.PI / 2 + (k * Math.PI) / 5;
+    g.lineTo(x + r * Math.cos(a), y + r * Math.sin(a));
+  }
+  g.closePath();
+  g.fillStyle = "#e91e63"; g.fill();
+  g.strokeStyle = "#000"; g.lineWidth = 1; g.stroke();
 }
 
 function nearestPoint(event) {
@@ -194,8 +206,104 @@ function walk() {
   setZ(state.mu.map((v, d) => (1 - t) * v + t * state.otherMu[d]));
 }
 
+// ---- your image: made a face here exactly as `freyvae encode` makes it (freyvae_cli/images.py):
+// upright, over white, grey as 0.299 R + 0.587 G + 0.114 B, the largest centred 20:28 box, then
+// Pillow's box filter down to 20x28. Only the 560 grey values go to the server.
+const FACE_W = 20, FACE_H = 28, MAX_PIXELS = 50e6;
+
+function cropBox(w, h) {
+  if (w * FACE_H > h * FACE_W) { const c = (h * FACE_W) / FACE_H; return [(w - c) / 2, 0, (w + c) / 2, h]; }
+  const c = (w * FACE_H) / FACE_W;
+  return [0, (h - c) / 2, w, (h + c) / 2];
+}
+
+function boxWeights(inSize, outSize, start, end) { // Pillow's box filter (Resample.c, precompute_coeffs)
+  const scale = (end - start) / outSize, fscale = Math.max(scale, 1), support = 0.5 * fscale;
+  const taps = [];
+  for (let i = 0; i < outSize; i++) {
+    const centre = start + (i + 0.5) * scale;
+    const lo = Math.max(0, Math.trunc(centre - support + 0.5)), hi = Math.min(inSize, Math.trunc(centre + support + 0.5));
+    const w = [];
+    for (let x = lo; x < hi; x++) { const t = (x - centre + 0.5) / fscale; w.push(t > -0.5 && t <= 0.5 ? 1 : 0); }
+    const sum = w.reduce((a, b) => a + b, 0) || 1;
+    taps.push({ lo, w: w.map((v) => v / sum) });
+  }
+  return taps;
+}
+
+async function faceFromFile(file) {
+  let bitmap;
+  try { bitmap = await createImageBitmap(file, { imageOrientation: "from-image" }); } catch (e) {
+    throw new Error(`${file.name} is not an image this browser can read`);
+  }
+  const { width, height } = bitmap;
+  if (width * height > MAX_PIXELS) throw new Error(`${file.name} has more than 50 megapixels; shrink it first`);
+  if (width < FACE_W || height < FACE_H) {
+    throw new Error(`${file.name} is ${width}x${height} pixels; a face needs at least ${FACE_W}x${FACE_H}`);
+  }
+  const c = document.createElement("canvas");
+  c.width = width; c.height = height;
+  const g = c.getContext("2d", { willReadFrequently: true });
+  g.fillStyle = "#fff"; g.fillRect(0, 0, width, height);
+  g.drawImage(bitmap, 0, 0);
+  const rgba = g.getImageData(0, 0, width, height).data, box = cropBox(width, height);
+  const cols = boxWeights(width, FACE_W, box[0], box[2]), rows = boxWeights(height, FACE_H, box[1], box[3]);
+  const face = [];
+  for (const row of rows) {
+    for (const col of cols) {
+      let s = 0;
+      row.w.forEach((wy, a) => {
+        if (!wy) return;
+        const at = (row.lo + a) * width;
+        col.w.forEach((wx, b) => {
+          if (!wx) return;
+          const p = 4 * (at + col.lo + b);
+          s += wy * wx * (0.299 * rgba[p] + 0.587 * rgba[p + 1] + 0.114 * rgba[p + 2]);
+        });
+      });
+      face.push(Math.min(255, Math.max(0, Math.round(s))));
+    }
+  }
+  return face;
+}
+
+function faceBlob(face) { // the 28x20 face as the model sees it, for the <img>
+  const c = document.createElement("canvas");
+  c.width = FACE_W; c.height = FACE_H;
+  const g = c.getContext("2d"), img = g.createImageData(FACE_W, FACE_H);
+  face.forEach((v, i) => { img.data.set([v, v, v, 255], 4 * i); });
+  g.putImageData(img, 0, 0);
+  return new Promise((resolve) => c.toBlob(resolve));
+}
+
+async function useImage(file) {
+  $("yours-note").textContent = `reading ${file.name}…`;
+  try {
+    const face = await faceFromFile(file);
+    const r = await fetch("/api/encode?face=" + face.join(","));
+    const found = await r.json();
+    if (!r.ok) throw new Error(found.error || r.status);
+    state.yours = { name: file.name, mu: found.mu, face };
+    state.face = null; state.other = null; state.mu = found.mu;
+    $("interp").hidden = true;
+    setImage($("original"), await faceBlob(face));
+    $("recon").src = "/api/decode.png?z=" + found.mu.map((v) => fmt(v, 4)).join(",");
+    const bits = found.bits_per_dim === undefined ? "" : ` (${fmt(found.bits_per_dim)} bits/dim)`;
+    $("original-label").textContent = `your image: ${file.name}`;
+    $("yours-note").textContent = `${file.name}: -ELBO ${fmt(found.neg_elbo, 1)} nats per image${bits}`;
+    document.body.dataset.yours = file.name;
+    setZ(found.mu);
+  } catch (e) {
+    $("yours-note").textContent = e.message;
+  }
+}
+
 function showCommand() {
   const ck = quote(state.info.checkpoint), r = state.info.range;
+  if (state.face === null) {
+    $("command").textContent = `freyvae encode ${quote(state.yours.name)} -c ${ck}`;
+    return;
+  }
   const pca = state.control === "pca" ? ` --pca --k ${state.pcs.length}` : "";
   $("command").textContent = state.other !== null
     ? `freyvae interpolate -c ${ck} --from ${state.face} --to ${state.other} --steps 10`
@@ -219,7 +327,17 @@ async function main() {
   $("map").addEventListener("click", (e) => {
     const j = nearestPoint(e);
     if (j === null) return;
-    if (e.shiftKey && j !== state.face) interpolateTo(j); else loadFace(j);
+    if (e.shiftKey && state.face !== null && j !== state.face) interpolateTo(j); else loadFace(j);
+  });
+  $("upload").addEventListener("change", () => { if ($("upload").files[0]) useImage($("upload").files[0]); });
+  for (const kind of ["dragover", "drop"]) window.addEventListener(kind, (e) => e.preventDefault()); // never navigate away
+  const panel = $("face-panel");
+  panel.addEventListener("dragover", (e) => { e.preventDefault(); panel.classList.add("dragging"); });
+  panel.addEventListener("dragleave", () => panel.classList.remove("dragging"));
+  panel.addEventListener("drop", (e) => {
+    e.preventDefault();
+    panel.classList.remove("dragging");
+    if (e.dataTransfer.files[0]) useImage(e.dataTransfer.files[0]);
   });
   await loadFace(0);
   document.body.dataset.ready = "1";

@@ -1,0 +1,97 @@
+"""--data of any kind: the Frey Face .mat file (data.py), a folder of images of your own (images.py
+makes each a face) or a .npy/.npz array of uint8 faces (N, 28, 20); what they were is kept in
+checkpoints as data_source (kind, path, images, and a folder's file names in the order read)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from freyvae_cli.data import HEIGHT, WIDTH, DataError, data_url, download, load_faces, pixel_hash
+
+__all__ = ["load_data", "load_array", "load_or_download", "pixel_hash", "MIN_OWN"]
+
+MIN_OWN = 10  # faces in a data set of your own, at the least
+
+
+def load_data(path: str | Path, files: list[str] | None = None, skip_bad: bool = False,
+              warn: Callable[[str], None] = lambda message: None) -> tuple[np.ndarray, dict]:
+    """Faces (N, 28, 20) uint8 and what they are (a checkpoint keeps it as data_source), from a .mat
+    file, a .npy/.npz array or a folder of images (`files`: just those, in that order, where all
+    are there; `skip_bad`: leave out unreadable files), with a clear error for every way it can be wrong."""
+    path = Path(path)
+    if path.is_dir():
+        from freyvae_cli.images import read_folder
+
+        if files is not None and not all((path / name).is_file() for name in files):
+            files = None  # not the folder the model knew: read it all, and let the pixel hash tell
+        faces, names = read_folder(path, files, skip_bad, warn)
+        source = {"kind": "folder", "path": str(path), "images": len(faces), "files": names}
+    elif path.suffix.lower() in (".npy", ".npz"):
+        faces = load_array(path)
+        source = {"kind": path.suffix.lower()[1:], "path": str(path), "images": len(faces)}
+    else:
+        faces = load_faces(path)
+        return faces, {"kind": "mat", "path": str(path), "images": len(faces)}
+    if len(faces) < MIN_OWN:
+        raise DataError(f"{path} holds {len(faces)} faces; a data set needs at least {MIN_OWN}")
+    return faces, source
+
+
+def _array_header(f, where: str) -> tuple[tuple, np.dtype]:
+    """Shape and dtype from a .npy header, read before any data: a header can claim any size."""
+    try:
+        version = np.lib.format.read_magic(f)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read(f)
+    except Exception as e:  # numpy raises ValueError, EOFError... on foreign bytes
+        raise DataError(f"{where} is not a readable .npy array ({type(e).__name__}); save it with numpy.save") from None
+    return shape, dtype
+
+
+def _check_array(shape: tuple, dtype: np.dtype, where: str) -> None:
+    if dtype != np.uint8 or len(shape) != 3 or tuple(shape[1:]) != (HEIGHT, WIDTH):
+        raise DataError(f"{where} holds an array of shape {tuple(shape)} and type {dtype}; expected uint8 faces "
+                        f"shaped (N, {HEIGHT}, {WIDTH}), e.g. numpy.save(path, faces.astype(numpy.uint8))")
+
+
+def load_array(path: Path) -> np.ndarray:
+    """Faces (N, 28, 20) uint8 from a .npy file, or a .npz holding exactly one such array. The
+    header is checked before the data is read, and no pickled objects are ever loaded."""
+    import zipfile
+
+    if not path.is_file():
+        raise DataError(f"data file {path} not found; pass --data PATH")
+    try:
+        if path.suffix.lower() == ".npy":
+            with open(path, "rb") as f:
+                _check_array(*_array_header(f, str(path)), str(path))
+            return np.load(path, allow_pickle=False)
+        with zipfile.ZipFile(path) as zf:
+            names = zf.namelist()
+            if len(names) != 1:
+                listed = ", ".join(n.removesuffix(".npy") for n in names[:5])
+                raise DataError(f"{path} holds {len(names)} arrays ({listed}); expected one array of faces "
+                                f"(N, {HEIGHT}, {WIDTH}) uint8")
+            with zf.open(names[0]) as f:
+                _check_array(*_array_header(f, str(path)), str(path))
+        with np.load(path, allow_pickle=False) as npz:
+            return npz[npz.files[0]]
+    except DataError:
+        raise
+    except Exception as e:  # truncated data, a broken zip: numpy and zipfile raise many types
+        raise DataError(f"{path} is truncated or corrupt ({type(e).__name__}); save it again") from None
+
+
+def load_or_download(path: Path, ask: Callable[[str], bool] | None, said: Callable[[str], None],
+                     files: list[str] | None = None, skip_bad: bool = False,
+                     warn: Callable[[str], None] = lambda message: None) -> tuple[np.ndarray, dict]:
+    """load_data(path); a missing .mat file is first offered for download where `ask` can put the
+    question (a person at a terminal); elsewhere load_data says what to run."""
+    if (ask is not None and not path.exists() and path.suffix.lower() not in (".npy", ".npz")
+            and ask(f"{path} not found. Download it from {data_url()}?")):
+        download(path)
+        said(f"saved {path}")
+    return load_data(path, files, skip_bad, warn)
