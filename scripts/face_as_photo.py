@@ -8,7 +8,6 @@ real person does not belong in the repo; these are made on your machine from you
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from PIL import Image
 
@@ -30,7 +29,7 @@ def main() -> None:
     framed = Image.new("RGB", (640, 480), (250, 250, 250))  # margins left and right: the crop's to remove
     framed.paste(photo.resize((343, 480), Image.Resampling.BICUBIC), (149, 0))
     framed.save(f"{args.out}_framed.png")
-    print(f"wrote {args.out}.jpg (200x280 JPEG) and {args.out}_framed.png (640x480, the face in the middle, full height)")
+    print(f"wrote {args.out}.jpg (200x280 JPEG) and {args.out}_framed.png (640x480, the face in the middle)")
 
 
 if __name__ == "__main__":

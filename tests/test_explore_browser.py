@@ -10,6 +10,7 @@ import threading
 import time
 
 import pytest
+import torch
 
 from freyvae_cli import checkpoint as ck
 from freyvae_cli.data import load_faces
@@ -138,4 +139,59 @@ def test_a_principal_slider_moves_z_along_its_direction(page):
     assert along > 0.5 * pca["sd"][0]  # to the right: the positive direction, by standard deviations
     assert max(abs(c) for c in across) < 1e-3 + 1e-3 * abs(along)  # and only along it (z is sent to 4 places)
     assert "--pca --k 4" in page.inner_text("#command")
+    assert errors == []
+
+
+def test_your_image_through_the_picker_shows_its_face_its_reconstruction_and_a_star(page, trained, tmp_path):
+    """Playwright's set_input_files on the page's picker: the page makes the face on a canvas, as
+    `freyvae encode` does (the same 560 values for a PNG), the server encodes it, and the face, its
+    reconstruction, the star on the map and the sliders at its z appear."""
+    from urllib.parse import parse_qs, urlsplit
+
+    import numpy as np
+    from PIL import Image
+
+    from freyvae_cli import explore
+    from freyvae_cli.images import read_face
+    from tests.conftest import make_faces
+
+    page, errors = page
+    face = make_faces(1, seed=9)[0]
+    wide = Image.new("RGB", (420, 280), (30, 200, 90))  # margins left and right, in colour
+    wide.paste(Image.fromarray(face).resize((200, 280), Image.Resampling.BICUBIC), (110, 0))
+    wide.save(tmp_path / "me.png")
+    wide.save(tmp_path / "me.jpg", quality=90)
+    sent: list[str] = []
+    page.on("request", lambda r: sent.append(r.url) if "/api/encode" in r.url else None)
+    wait_until(page, "document.getElementById('face').src.startsWith('blob:')")
+    before, original_before = face_pixels(page), page.locator("#original").screenshot()
+
+    page.set_input_files("#upload", str(tmp_path / "me.png"))
+    wait_until(page, "document.body.dataset.yours === 'me.png'")
+    values = np.array([int(v) for v in parse_qs(urlsplit(sent[-1]).query)["face"][0].split(",")])
+    assert np.abs(values - read_face(tmp_path / "me.png").ravel().astype(int)).max() <= 1  # float rounding at most
+    model, _ = ck.load_model(trained)
+    mu = explore.encode(model, torch.from_numpy(values.astype(np.uint8).reshape(1, 1, 28, 20)))[0][0]
+    assert np.allclose(page.evaluate("state.yours.mu"), mu.numpy(), atol=1e-4)
+    assert np.allclose(page.evaluate("state.z"), mu.numpy(), atol=1e-4)  # the sliders at its z
+    wait_for_change(page, before)
+    assert page.locator("#original").screenshot() != original_before
+    wait_until(page, "document.getElementById('recon').complete && document.getElementById('recon').naturalWidth > 0")
+    assert "/api/decode.png?z=" in page.evaluate("document.getElementById('recon').src")
+    assert "nats per image" in page.inner_text("#yours-note") and "freyvae encode me.png" in page.inner_text("#command")
+    x, y = page.evaluate("mapGeometry().toPx(project(state.yours.mu))")
+    pink = page.evaluate(f"Array.from(document.getElementById('map').getContext('2d')"
+                         f".getImageData({round(x)}, {round(y) - 3}, 1, 1).data)")
+    assert pink[0] > 200 and pink[1] < 80 and pink[2] > 60, (pink, x, y)  # inside the star (#e91e63)
+
+    page.set_input_files("#upload", str(tmp_path / "me.jpg"))  # a JPEG: the browser's decoder, not Pillow's
+    wait_until(page, "document.body.dataset.yours === 'me.jpg'")
+    values = np.array([int(v) for v in parse_qs(urlsplit(sent[-1]).query)["face"][0].split(",")])
+    assert np.abs(values - read_face(tmp_path / "me.jpg").ravel().astype(int)).max() <= 2
+
+    (tmp_path / "notes.png").write_text("not an image")
+    asked = len(sent)
+    page.set_input_files("#upload", str(tmp_path / "notes.png"))
+    wait_until(page, "document.getElementById('yours-note').textContent.includes('not an image')")
+    assert len(sent) == asked  # nothing was sent
     assert errors == []

@@ -21,6 +21,7 @@ from freyvae_cli import checkpoint as ck
 from freyvae_cli import explore
 from freyvae_cli.data import load_faces
 from freyvae_cli.server import Explorer, ExploreServer
+from tests.conftest import make_faces
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +96,39 @@ def test_faces_originals_and_interpolation(served, small_mat):
     assert status == 200 and Image.open(io.BytesIO(body)).size == (7 * 20 * 4, 28 * 4)
 
 
+def fq(values) -> str:
+    return ",".join(str(int(v)) for v in np.asarray(values).ravel())
+
+
+def test_your_face_is_encoded_from_its_560_values_and_nothing_is_kept(served, tmp_path):
+    server, model, _ = served
+    face = make_faces(1, seed=9)[0]
+    before = dict(vars(server.explorer))
+    status, ctype, body = get(server, "/api/encode?face=" + fq(face))
+    assert vars(server.explorer) == before  # encoded and forgotten: the explorer holds nothing new
+    assert status == 200 and ctype == "application/json"
+    found = json.loads(body)
+    x = torch.from_numpy(face)[None, None]
+    mu, logvar = explore.encode(model, x)
+    assert np.allclose(found["mu"], mu[0].numpy(), atol=1e-4)
+    assert np.allclose(found["sd"], (0.5 * logvar[0]).exp(), atol=1e-4)
+    assert found["neg_elbo"] == pytest.approx(float(explore.neg_elbo(model, x)[0]), rel=1e-5)
+    assert found["units"] == "nats per image"
+    assert json.loads(get(server, "/api/encode?face=" + fq(255 - face))[2])["mu"] != found["mu"]
+
+
+FACE_OK = ",".join(["7"] * 560)
 BAD = [
+    ("/api/encode", 400, "give one face"),
+    ("/api/encode?face=" + FACE_OK + "&face=" + FACE_OK, 400, "give one face"),
+    ("/api/encode?face=" + ",".join(["7"] * 559), 400, "got 559"),
+    ("/api/encode?face=" + FACE_OK + ",7", 400, "got 561"),
+    ("/api/encode?face=" + FACE_OK.replace("7", "256", 1), 400, "0 to 255"),
+    ("/api/encode?face=" + FACE_OK.replace("7", "-1", 1), 400, "0 to 255"),
+    ("/api/encode?face=" + FACE_OK.replace("7", "1.5", 1), 400, "0 to 255"),
+    ("/api/encode?face=" + FACE_OK.replace("7", "", 1), 400, "0 to 255"),
+    ("/api/encode?face=" + FACE_OK.replace("7", "%C2%B2", 1), 400, "0 to 255"),
+    ("/api/encode?face=" + FACE_OK.replace("7", "0007", 1), 400, "0 to 255"),
     ("/api/decode.png?z=1,2,3", 400, "4 numbers"),
     ("/api/decode.png?z=1,2,3,nan", 400, "finite"),
     ("/api/decode.png?z=1,2,3,inf", 400, "finite"),

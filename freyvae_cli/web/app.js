@@ -119,8 +119,9 @@ function gaussian() { // Box-Muller
 }
 
 // ---- the latent map -----------------------------------------------------------------------
-function mapGeometry() {
-  const c = $("map"), pts = state.info.map.points, pad = 16;
+function mapGeometry() { // the test faces' means, and your image's, all in view
+  const c = $("map"), pad = 16;
+  const pts = state.yours ? [...state.info.map.points, project(state.yours.mu)] : state.info.map.points;
   const xs = pts.map((p) => p[0]), ys = pts.map((p) => p[1]);
   const x0 = Math.min(...xs), x1 = Math.max(...xs), y0 = Math.min(...ys), y1 = Math.max(...ys);
   const sx = (c.width - 2 * pad) / ((x1 - x0) || 1), sy = (c.height - 2 * pad) / ((y1 - y0) || 1);
