@@ -18,6 +18,12 @@ freyvae manifold "${common[@]}" --grid 10 --scale 3 -o docs/manifold.png
 freyvae manifold "${common[@]}" --pca --grid 10 --scale 3 -o docs/manifold_pca.png
 freyvae project "${common[@]}" --thumbnails -o docs/latent_space_2d.png
 cp "$RUN/loss_curve.png" docs/loss_curve.png
+# Your own faces (README, docs/your-images.md): test faces made into a JPEG and a framed PNG.
+python scripts/face_as_photo.py -c "$CK" --face 0 --out "$RUN/my_face"
+freyvae encode "$RUN/my_face.jpg" "$RUN/my_face_framed.png" -c "$CK" --quiet -o docs/encoded.png
+freyvae project "${common[@]}" --with "$RUN/my_face.jpg" -o docs/latent_space_with.png
+python scripts/face_as_photo.py -c "$CK" --face 5 --out "$RUN/face5"
+python scripts/screenshot_explore.py -c "$CK" --data "$DATA" --image "$RUN/face5_framed.png" -o docs/explore_your_image.png
 # The classic picture: a model with a 2-d latent space, its whole manifold on one grid.
 [ -f runs/gallery2d/vae_final_model.pth ] || freyvae train --data "$DATA" --out runs/gallery2d --latent-dim 2 --quiet
 freyvae manifold -c runs/gallery2d/vae_final_model.pth --data "$DATA" --quiet --grid 12 --scale 2 -o docs/manifold_2d.png
