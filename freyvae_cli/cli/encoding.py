@@ -37,8 +37,8 @@ def encode(
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Your own images into the latent space: each as the model sees it, beside its reconstruction;
-    --json gives each one's latent mean and standard deviation, and its -ELBO (how Frey-like it is)."""
+    """Your own images (PNG, JPEG, BMP, TIFF, WebP, GIF) into the latent space: each as the model
+    sees it, beside its reconstruction; --json gives each one's latent mean and sd, and its -ELBO."""
     import numpy as np
 
     from freyvae_cli import explore, figures
