@@ -59,13 +59,15 @@ def decode(model: VAE, z: torch.Tensor, batch: int = 1024, noise_seed: int = 0,
            start: torch.Tensor | None = None) -> np.ndarray:
     """The face for each latent vector, as (n, 28, 20) floats in [0, 1]: the mean image, or for an
     autoregressive decoder one draw with the uniform pixel noise of `noise_seed` shared by all
-    (its search starting from `start`, a uint8 face near the answer: the same faces, sooner)."""
+    (its search starting from `start`: uint8 faces near the answers, one for all or one per z: the
+    same faces, sooner)."""
     device = next(model.parameters()).device
     if model.autoregressive:
         from freyvae_cli.sampling import CHUNK
 
         u = torch.rand(1, 1, *model.image_shape, generator=torch.Generator().manual_seed(noise_seed))
-        out = [model.sample(z[i:i + CHUNK].to(device), u, start).cpu().float() / 255.0
+        each = start is not None and len(start) == len(z) > 1
+        out = [model.sample(z[i:i + CHUNK].to(device), u, start[i:i + CHUNK] if each else start).cpu().float() / 255.0
                for i in range(0, len(z), CHUNK)]
     else:
         out = [mean_image(model.decode(z[i:i + batch].to(device)), model.likelihood).cpu()
@@ -178,7 +180,8 @@ def manifold(model: VAE, directions: torch.Tensor, grid: int, centre: torch.Tens
         a = q * scales[0]
         b = torch.full((grid,), float(q[grid - 1 - i]) * scales[1])
         z = centre + a.unsqueeze(1) * directions[0] + b.unsqueeze(1) * directions[1]
-        rows.append(decode(model, z))
+        above = torch.from_numpy(np.round(rows[-1] * 255).astype(np.uint8)).unsqueeze(1) if rows else None
+        rows.append(decode(model, z, start=above if model.autoregressive else None))  # a draw starts at the face above
         on_row()
     return rows
 

@@ -14,6 +14,7 @@ image close to the answer (the face drawn for the slider's last position) may ne
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -27,8 +28,9 @@ def inverse_cdf(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, u: to
     """The level where each pixel's CDF first reaches u: h (..., C) the PixelCNN's last hidden
     layer, u (...) the noise; the arithmetic of the sequential sampler (tests/reference.py)."""
     logits = F.linear(h, weight, bias).float()
-    cdf = torch.softmax(logits, dim=-1).cumsum(-1)
-    return (cdf < u.unsqueeze(-1)).sum(-1).clamp(max=LEVELS - 1)
+    cdf = torch.softmax(logits, dim=-1).cumsum(-1)  # non-decreasing: a sum of non-negative terms
+    # how many levels have cdf < u: the reference's (cdf < u).sum(-1), by binary search
+    return torch.searchsorted(cdf, u.unsqueeze(-1).contiguous()).squeeze(-1).clamp(max=LEVELS - 1)
 
 
 def update(model, levels: torch.Tensor, cond: list[torch.Tensor], u: torch.Tensor, first_row: int,
@@ -57,23 +59,23 @@ def sample(model, z: torch.Tensor, u: torch.Tensor, start: torch.Tensor | None =
     levels = torch.zeros(batch, height * width, dtype=torch.long, device=z.device)
     if start is not None:
         levels[:] = start.to(z.device).reshape(-1, height * width).long()
-    final = torch.zeros(batch, dtype=torch.long)  # per image: the pixels before this are final
-    passes = 0
+    final = np.zeros(batch, dtype=np.int64)  # per image: the pixels before this are final
+    passes = 0  # the bookkeeping is numpy's: at batch 1 a pass is a millisecond, torch ops cost microseconds each
     while (final < height * width).any():
         passes += 1
         first_row = int(final.min()) // width
         last_row = min(height, first_row + band)
-        part = torch.nonzero(final < last_row * width).flatten()  # the images with a non-final pixel here
-        idx = slice(None) if len(part) == batch else part.to(z.device)  # a plain slice copies nothing
+        part = np.flatnonzero(final < last_row * width)  # the images with a non-final pixel here
+        idx = slice(None) if len(part) == batch else torch.from_numpy(part).to(z.device)  # a slice copies nothing
         rows = slice(first_row * width, last_row * width)
         new = update(model, levels[idx], [c[idx] for c in cond], u[idx], first_row, last_row)
         old = levels[idx, rows]
-        position = torch.arange(rows.start, rows.stop)
-        movable = (position >= final[part].unsqueeze(1)).to(z.device)  # final pixels keep their value
-        changed = ((new != old) & movable).cpu()
-        levels[idx, rows] = torch.where(movable, new, old)  # old may be a view of levels: compared first
-        first_change = torch.where(changed, position, height * width).amin(1)
-        final[part] = torch.where(changed.any(1), first_change + 1, torch.clamp(final[part], min=rows.stop))
+        position = np.arange(rows.start, rows.stop)
+        movable = position >= final[part, None]  # final pixels keep their value
+        changed = (new != old).cpu().numpy() & movable
+        levels[idx, rows] = torch.where(torch.from_numpy(movable).to(z.device), new, old)  # old may view levels
+        first_change = np.where(changed, position, height * width).min(1)
+        final[part] = np.where(changed.any(1), first_change + 1, np.maximum(final[part], rows.stop))
     if stats is not None:
         stats["passes"] = passes
     return levels.view(batch, 1, height, width).to(torch.uint8)

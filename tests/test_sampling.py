@@ -54,6 +54,18 @@ def test_a_batch_converges_image_by_image(tiny):
         assert torch.equal(batch[i:i + 1], sampling.sample(tiny, z[i:i + 1], noise(5)))
 
 
+def test_the_manifold_starts_each_row_at_the_row_above_and_draws_the_same_faces(tiny):
+    from scipy.stats import norm
+
+    grid, directions = 4, torch.eye(3)[:2]
+    rows = explore.manifold(tiny, directions, grid)
+    q = torch.tensor(norm.ppf(np.linspace(0.5 / grid, 1 - 0.5 / grid, grid)), dtype=torch.float32)
+    for i, row in enumerate(rows):
+        z = q.unsqueeze(1) * directions[0] + float(q[grid - 1 - i]) * directions[1]
+        want = sequential_sample(tiny, z, noise(0)).squeeze(1).float().numpy() / 255.0
+        assert np.array_equal(row, want), i
+
+
 @pytest.fixture(scope="module")
 def trained():
     if not TRAINED.is_file():
