@@ -189,6 +189,18 @@ def test_your_image_through_the_picker_shows_its_face_its_reconstruction_and_a_s
     values = np.array([int(v) for v in parse_qs(urlsplit(sent[-1]).query)["face"][0].split(",")])
     assert np.abs(values - read_face(tmp_path / "me.jpg").ravel().astype(int)).max() <= 2
 
+    # a file dropped on the face panel does the same (a DataTransfer holding the PNG's bytes)
+    import base64
+
+    drop = page.evaluate_handle(
+        "(b64) => { const t = new DataTransfer(); const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));"
+        " t.items.add(new File([bytes], 'dropped.png', { type: 'image/png' })); return t; }",
+        base64.b64encode((tmp_path / "me.png").read_bytes()).decode())
+    page.dispatch_event("#face-panel", "drop", {"dataTransfer": drop})
+    wait_until(page, "document.body.dataset.yours === 'dropped.png'")
+    values = np.array([int(v) for v in parse_qs(urlsplit(sent[-1]).query)["face"][0].split(",")])
+    assert np.abs(values - read_face(tmp_path / "me.png").ravel().astype(int)).max() <= 1
+
     (tmp_path / "notes.png").write_text("not an image")
     asked = len(sent)
     page.set_input_files("#upload", str(tmp_path / "notes.png"))
