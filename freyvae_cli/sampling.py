@@ -33,14 +33,28 @@ def inverse_cdf(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, u: to
     return torch.searchsorted(cdf, u.unsqueeze(-1).contiguous()).squeeze(-1).clamp(max=LEVELS - 1)
 
 
+def masked_kernels(model) -> list[torch.Tensor]:
+    """The PixelCNN's masked kernels (image_in's first), made once per draw rather than once a pass."""
+    return [m.weight * m.mask for m in (model.image_in, *model.blocks)]
+
+
+def features(model, x: torch.Tensor, cond: list[torch.Tensor], kernels: list[torch.Tensor]) -> torch.Tensor:
+    """PixelVAE.features in evaluation (no dropout), on the masked kernels given: the same sums."""
+    a = F.conv2d(x, kernels[0], model.image_in.bias, padding=model.image_in.padding) + cond[0]
+    for block, kernel, c in zip(model.blocks, kernels[1:], cond[1:], strict=True):
+        a = a + F.conv2d(F.relu(a + c), kernel, block.bias, padding=block.padding)
+    return F.relu(a)
+
+
 def update(model, levels: torch.Tensor, cond: list[torch.Tensor], u: torch.Tensor, first_row: int,
-           last_row: int) -> torch.Tensor:
+           last_row: int, kernels: list[torch.Tensor] | None = None) -> torch.Tensor:
     """Every pixel of rows first_row..last_row-1 set to the inverse CDF of its law under the current
     images (levels, (b, H*W)): one pass of the PixelCNN over those rows and the rows they see."""
     height, width = cond[0].shape[2:]
     top = max(0, first_row - model.reach)
     x = (levels.view(-1, 1, height, width)[:, :, top:last_row] / (LEVELS - 1)).float()
-    h = model.features(x, [c[:, :, top:last_row] for c in cond])[:, :, first_row - top:]
+    window = [c[:, :, top:last_row] for c in cond]
+    h = features(model, x, window, kernels or masked_kernels(model))[:, :, first_row - top:]
     weight, bias = model.to_logits.weight.flatten(1), model.to_logits.bias
     noise = u[:, first_row * width:last_row * width].view(-1, last_row - first_row, width)
     return inverse_cdf(h.permute(0, 2, 3, 1), weight, bias, noise).flatten(1)
@@ -59,6 +73,7 @@ def sample(model, z: torch.Tensor, u: torch.Tensor, start: torch.Tensor | None =
     levels = torch.zeros(batch, height * width, dtype=torch.long, device=z.device)
     if start is not None:
         levels[:] = start.to(z.device).reshape(-1, height * width).long()
+    kernels = masked_kernels(model)
     final = np.zeros(batch, dtype=np.int64)  # per image: the pixels before this are final
     passes = 0  # the bookkeeping is numpy's: at batch 1 a pass is a millisecond, torch ops cost microseconds each
     while (final < height * width).any():
@@ -68,7 +83,7 @@ def sample(model, z: torch.Tensor, u: torch.Tensor, start: torch.Tensor | None =
         part = np.flatnonzero(final < last_row * width)  # the images with a non-final pixel here
         idx = slice(None) if len(part) == batch else torch.from_numpy(part).to(z.device)  # a slice copies nothing
         rows = slice(first_row * width, last_row * width)
-        new = update(model, levels[idx], [c[idx] for c in cond], u[idx], first_row, last_row)
+        new = update(model, levels[idx], [c[idx] for c in cond], u[idx], first_row, last_row, kernels)
         old = levels[idx, rows]
         position = np.arange(rows.start, rows.stop)
         movable = position >= final[part, None]  # final pixels keep their value
