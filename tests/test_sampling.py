@@ -46,6 +46,13 @@ def test_tiny_model_from_black_from_noise_and_from_another_face(tiny):
     assert torch.equal(tiny.sample(z, noise()), want)  # the model's own sample() is the fast one
 
 
+def test_the_samplers_features_are_the_models_to_the_bit(tiny):
+    x = torch.rand(3, 1, 28, 20, generator=torch.Generator().manual_seed(6))
+    cond = tiny.condition(torch.randn(3, 3, generator=torch.Generator().manual_seed(6)))
+    with torch.no_grad():
+        assert torch.equal(sampling.features(tiny, x, cond, sampling.masked_kernels(tiny)), tiny.features(x, cond))
+
+
 def test_a_batch_converges_image_by_image(tiny):
     """Images that converge early leave the batch; each still equals its draw alone."""
     z = torch.randn(7, 3, generator=torch.Generator().manual_seed(4))
