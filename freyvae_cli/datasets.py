@@ -14,6 +14,7 @@ from freyvae_cli.data import HEIGHT, WIDTH, DataError, data_url, download, load_
 __all__ = ["load_data", "load_array", "load_or_download", "pixel_hash", "MIN_OWN"]
 
 MIN_OWN = 10  # faces in a data set of your own, at the least
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 
 
 def load_data(path: str | Path, files: list[str] | None = None, skip_bad: bool = False,
@@ -32,6 +33,9 @@ def load_data(path: str | Path, files: list[str] | None = None, skip_bad: bool =
     elif path.suffix.lower() in (".npy", ".npz"):
         faces = load_array(path)
         source = {"kind": path.suffix.lower()[1:], "path": str(path), "images": len(faces)}
+    elif path.suffix.lower() in IMAGE_SUFFIXES:
+        raise DataError(f"{path} is one image; --data takes a folder of face images (put it there with the "
+                        "others), a .npy/.npz of faces or the Frey .mat file")
     else:
         faces = load_faces(path)
         return faces, {"kind": "mat", "path": str(path), "images": len(faces)}

@@ -152,6 +152,8 @@ def _bad_data(tmp: Path) -> dict[str, tuple[Path, str]]:
     cases["npz no array"] = (tmp / "empty.npz", "0 arrays")
     (tmp / "bad.npz").write_bytes(b"PK\3\4 broken zip")
     cases["npz corrupt"] = (tmp / "bad.npz", "corrupt")
+    Image.fromarray(make_faces(1)[0]).save(tmp / "one.png")
+    cases["one image"] = (tmp / "one.png", "folder of face images")
     np.save(tmp / "nine.npy", make_faces(9))
     cases["9 faces"] = (tmp / "nine.npy", "at least 10")
     return cases
