@@ -41,10 +41,10 @@ def open_image(path: Path) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(path)
-            im.seek(0)
-            im.load()
-            return ImageOps.exif_transpose(im)
+            with Image.open(path) as im:  # closed here, whatever it holds (a GIF keeps its file open)
+                im.seek(0)
+                im.load()
+                return ImageOps.exif_transpose(im)  # a copy, turned or not
     except (Image.DecompressionBombWarning, Image.DecompressionBombError):
         raise ImageError(f"{path} has more than {MAX_PIXELS // 10**6} megapixels, more than this tool decodes "
                          "(a decompression bomb?); shrink it first") from None
