@@ -82,11 +82,15 @@ def validate(ckpt: object, path: Path) -> dict:
     if not isinstance(ckpt["model"], dict):
         raise CheckpointError(f"{path} has no model weights")
     source = ckpt.get("data_source")
-    files = source.get("files") if isinstance(source, dict) else None
-    if source is not None and (not isinstance(source, dict) or files is not None and not (
-            isinstance(files, list) and all(isinstance(f, str) and Path(f).name == f != ".." for f in files))):
+    if source is not None and not (isinstance(source, dict) and _plain_names(source.get("files", []))):
         raise CheckpointError(f"{path} has an invalid data_source (file names must be plain names in one folder)")
     return ckpt
+
+
+def _plain_names(files: object) -> bool:
+    """A list of file names that stay inside their folder (a checkpoint's folder of images)."""
+    return isinstance(files, list) and all(isinstance(f, str) and f not in ("", "..") and Path(f).name == f
+                                           for f in files)
 
 
 def new_model(cfg: TrainConfig) -> VAE:
@@ -134,7 +138,7 @@ def load_with_data(path: Path, device: torch.device, data: Path | None, warn: Ca
 
     model, ckpt = load_model(path, device)
     where = data_path(data, ckpt["config"].get("data", ""))
-    faces, _ = load_data(where, (ckpt.get("data_source") or {}).get("files"))
+    faces, _ = load_data(where, data_files(ckpt))
     if max(int(idx.max()) for idx in ckpt["split"].values()) >= len(faces):
         raise FreyError(f"{where} has {len(faces)} images, fewer than the data {path} was trained on; "
                         "pass the same --data")
@@ -150,6 +154,11 @@ def data_source(ckpt: dict) -> dict:
     if source is None:
         return {"kind": "mat", "path": ckpt["config"].get("data", "")}
     return source
+
+
+def data_files(ckpt: dict | None) -> list[str] | None:
+    """The image files a model was trained on, in order, where its data was a folder."""
+    return (ckpt.get("data_source") or {}).get("files") if ckpt is not None else None
 
 
 def describe_data(source: dict) -> str:

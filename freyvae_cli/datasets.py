@@ -14,6 +14,7 @@ from freyvae_cli.data import HEIGHT, WIDTH, DataError, data_url, download, load_
 __all__ = ["load_data", "load_array", "load_or_download", "pixel_hash", "MIN_OWN"]
 
 MIN_OWN = 10  # faces in a data set of your own, at the least
+ARRAY_SUFFIXES = (".npy", ".npz")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 
 
@@ -30,7 +31,7 @@ def load_data(path: str | Path, files: list[str] | None = None, skip_bad: bool =
             files = None  # not the folder the model knew: read it all, and let the pixel hash tell
         faces, names = read_folder(path, files, skip_bad, warn)
         source = {"kind": "folder", "path": str(path), "images": len(faces), "files": names}
-    elif path.suffix.lower() in (".npy", ".npz"):
+    elif path.suffix.lower() in ARRAY_SUFFIXES:
         faces = load_array(path)
         source = {"kind": path.suffix.lower()[1:], "path": str(path), "images": len(faces)}
     elif path.suffix.lower() in IMAGE_SUFFIXES:
@@ -44,26 +45,24 @@ def load_data(path: str | Path, files: list[str] | None = None, skip_bad: bool =
     return faces, source
 
 
-def _array_header(f, where: str) -> tuple[tuple, np.dtype]:
-    """Shape and dtype from a .npy header, read before any data: a header can claim any size."""
+def _read_checked(f, where: str) -> np.ndarray:
+    """The array in an open .npy stream, its header checked before any data is read (a header can
+    claim any size): uint8 faces (N, 28, 20), never pickled objects."""
     try:
         version = np.lib.format.read_magic(f)
         read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
         shape, _, dtype = read(f)
     except Exception as e:  # numpy raises ValueError, EOFError... on foreign bytes
         raise DataError(f"{where} is not a readable .npy array ({type(e).__name__}); save it with numpy.save") from None
-    return shape, dtype
-
-
-def _check_array(shape: tuple, dtype: np.dtype, where: str) -> None:
     if dtype != np.uint8 or len(shape) != 3 or tuple(shape[1:]) != (HEIGHT, WIDTH):
         raise DataError(f"{where} holds an array of shape {tuple(shape)} and type {dtype}; expected uint8 faces "
                         f"shaped (N, {HEIGHT}, {WIDTH}), e.g. numpy.save(path, faces.astype(numpy.uint8))")
+    f.seek(0)
+    return np.lib.format.read_array(f, allow_pickle=False)
 
 
 def load_array(path: Path) -> np.ndarray:
-    """Faces (N, 28, 20) uint8 from a .npy file, or a .npz holding exactly one such array. The
-    header is checked before the data is read, and no pickled objects are ever loaded."""
+    """Faces (N, 28, 20) uint8 from a .npy file, or a .npz holding exactly one such array."""
     import zipfile
 
     if not path.is_file():
@@ -71,8 +70,7 @@ def load_array(path: Path) -> np.ndarray:
     try:
         if path.suffix.lower() == ".npy":
             with open(path, "rb") as f:
-                _check_array(*_array_header(f, str(path)), str(path))
-            return np.load(path, allow_pickle=False)
+                return _read_checked(f, str(path))
         with zipfile.ZipFile(path) as zf:
             names = zf.namelist()
             if len(names) != 1:
@@ -80,9 +78,7 @@ def load_array(path: Path) -> np.ndarray:
                 raise DataError(f"{path} holds {len(names)} arrays ({listed}); expected one array of faces "
                                 f"(N, {HEIGHT}, {WIDTH}) uint8")
             with zf.open(names[0]) as f:
-                _check_array(*_array_header(f, str(path)), str(path))
-        with np.load(path, allow_pickle=False) as npz:
-            return npz[npz.files[0]]
+                return _read_checked(f, str(path))
     except DataError:
         raise
     except Exception as e:  # truncated data, a broken zip: numpy and zipfile raise many types
@@ -94,7 +90,7 @@ def load_or_download(path: Path, ask: Callable[[str], bool] | None, said: Callab
                      warn: Callable[[str], None] = lambda message: None) -> tuple[np.ndarray, dict]:
     """load_data(path); a missing .mat file is first offered for download where `ask` can put the
     question (a person at a terminal); elsewhere load_data says what to run."""
-    if (ask is not None and not path.exists() and path.suffix.lower() not in (".npy", ".npz")
+    if (ask is not None and not path.exists() and path.suffix.lower() not in ARRAY_SUFFIXES
             and ask(f"{path} not found. Download it from {data_url()}?")):
         download(path)
         said(f"saved {path}")

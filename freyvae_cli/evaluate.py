@@ -92,6 +92,20 @@ def iw_nll(model: VAE, x: torch.Tensor, k: int, gen: torch.Generator, decode_bat
 
 
 @torch.no_grad()
+def reconstruction_term(model: VAE, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, samples: int,
+                        gen: torch.Generator) -> torch.Tensor:
+    """-log p(x|z) of each uint8 image x (on the model's device) in nats, averaged over `samples`
+    draws z ~ q(z|x) = N(mu, exp(logvar)): the ELBO's one term that needs draws (its KL is exact)."""
+    x01 = x.float() / 255.0
+    std = torch.exp(0.5 * logvar)
+    rec = torch.zeros(len(x), device=x.device)
+    for _ in range(samples):
+        z = mu + std * torch.randn(mu.shape, generator=gen, device=x.device)
+        rec -= log_likelihood(model.decode(z, x01), x, model.likelihood) / samples
+    return rec
+
+
+@torch.no_grad()
 def evaluate(model: VAE, x: torch.Tensor, iw_samples: int = 1000, elbo_samples: int = 10, seed: int = 0,
              advance: Callable[[int], None] = lambda n: None, bf16_hidden: bool = False) -> dict:
     """Every figure of `freyvae evaluate` for uint8 images x (n, 1, 28, 20). The ELBO is always
@@ -103,11 +117,7 @@ def evaluate(model: VAE, x: torch.Tensor, iw_samples: int = 1000, elbo_samples: 
     x01 = xd.float() / 255.0
     mu, logvar = model.encode(x01)
     kl_dims = kl_divergence(mu, logvar).mean(0).cpu()
-    rec = 0.0
-    std = torch.exp(0.5 * logvar)
-    for _ in range(elbo_samples):  # the KL is exact; only the reconstruction term needs z draws
-        z = mu + std * torch.randn(mu.shape, generator=gen, device=device)
-        rec += float(-log_likelihood(model.decode(z, x01), xd, model.likelihood).mean()) / elbo_samples
+    rec = float(reconstruction_term(model, xd, mu, logvar, elbo_samples, gen).mean())
     kl = float(kl_dims.sum())
     result = {
         "neg_elbo": rec + kl,

@@ -12,8 +12,8 @@ import numpy as np
 import torch
 
 from freyvae_cli.errors import UsageError
-from freyvae_cli.evaluate import INACTIVE_KL, mean_kl_order
-from freyvae_cli.likelihood import kl_divergence, log_likelihood, mean_image
+from freyvae_cli.evaluate import INACTIVE_KL, mean_kl_order, reconstruction_term
+from freyvae_cli.likelihood import kl_divergence, mean_image
 from freyvae_cli.model import VAE
 
 
@@ -82,29 +82,15 @@ def reconstruct(model: VAE, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
 
 
 @torch.no_grad()
-def neg_elbo(model: VAE, x: torch.Tensor, samples: int = 10, seed: int = 0) -> torch.Tensor:
-    """-ELBO of each uint8 image (n, 1, 28, 20) in nats, as `evaluate` computes it: the exact KL plus
-    the reconstruction term averaged over `samples` draws of z (seeded: the same figure each time)."""
+def encode_with_elbo(model: VAE, x: torch.Tensor, samples: int = 10, seed: int = 0):
+    """Latent means, standard deviations and -ELBO in nats of uint8 images x (n, 1, 28, 20), on the
+    CPU; the -ELBO as `evaluate` computes it (exact KL, reconstruction over `samples` seeded draws)."""
     device = next(model.parameters()).device
-    gen = torch.Generator(device).manual_seed(seed)
     xd = x.to(device)
-    x01 = xd.float() / 255.0
-    mu, logvar = model.encode(x01)
-    rec = torch.zeros(len(x), device=device)
-    for _ in range(samples):
-        z = mu + torch.exp(0.5 * logvar) * torch.randn(mu.shape, generator=gen, device=device)
-        rec -= log_likelihood(model.decode(z, x01), xd, model.likelihood) / samples
-    return (rec + kl_divergence(mu, logvar).sum(1)).cpu()
-
-
-def encode_images(model: VAE, faces: np.ndarray) -> dict:
-    """What `encode` shows of uint8 faces (n, 28, 20): each as the model sees it and its
-    reconstruction (values in [0, 1]), its latent mean and standard deviation, and its -ELBO."""
-    x = torch.from_numpy(faces).unsqueeze(1)
-    mu, logvar = encode(model, x)
-    seen, recons = reconstruct(model, x)
-    return {"seen": seen, "recons": recons, "mu": mu.numpy(), "sd": torch.exp(0.5 * logvar).numpy(),
-            "neg_elbo": neg_elbo(model, x).numpy()}
+    mu, logvar = model.encode(xd.float() / 255.0)
+    rec = reconstruction_term(model, xd, mu, logvar, samples, torch.Generator(device).manual_seed(seed))
+    loss = rec + kl_divergence(mu, logvar).sum(1)
+    return mu.cpu(), torch.exp(0.5 * logvar).cpu(), loss.cpu()
 
 
 def sample(model: VAE, n: int, seed: int = 0) -> np.ndarray:

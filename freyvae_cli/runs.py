@@ -43,11 +43,6 @@ def history_csv(history: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def data_files(resumed: dict | None) -> list[str] | None:
-    """The file names a resumed run was trained on, where its data is a folder of images."""
-    return (resumed.get("data_source") or {}).get("files") if resumed is not None else None
-
-
 def check_out_folder(out: Path, resuming: bool, force: bool) -> None:
     """Refuse a file for a folder, an unwritable place, or a folder that already holds a run."""
     if out.exists() and not out.is_dir():

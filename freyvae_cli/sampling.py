@@ -47,14 +47,15 @@ def features(model, x: torch.Tensor, cond: list[torch.Tensor], kernels: list[tor
 
 
 def update(model, levels: torch.Tensor, cond: list[torch.Tensor], u: torch.Tensor, first_row: int,
-           last_row: int, kernels: list[torch.Tensor] | None = None) -> torch.Tensor:
+           last_row: int, kernels: list[torch.Tensor]) -> torch.Tensor:
     """Every pixel of rows first_row..last_row-1 set to the inverse CDF of its law under the current
-    images (levels, (b, H*W)): one pass of the PixelCNN over those rows and the rows they see."""
+    images (levels, (b, H*W)): one pass of the PixelCNN over those rows and the rows they see;
+    `kernels`: masked_kernels(model)."""
     height, width = cond[0].shape[2:]
     top = max(0, first_row - model.reach)
     x = (levels.view(-1, 1, height, width)[:, :, top:last_row] / (LEVELS - 1)).float()
     window = [c[:, :, top:last_row] for c in cond]
-    h = features(model, x, window, kernels or masked_kernels(model))[:, :, first_row - top:]
+    h = features(model, x, window, kernels)[:, :, first_row - top:]
     weight, bias = model.to_logits.weight.flatten(1), model.to_logits.bias
     noise = u[:, first_row * width:last_row * width].view(-1, last_row - first_row, width)
     return inverse_cdf(h.permute(0, 2, 3, 1), weight, bias, noise).flatten(1)

@@ -138,9 +138,9 @@ class Explorer:
         """A face of the user's own (uint8 (1, 1, 28, 20)): its latent mean and standard deviation,
         and its -ELBO in nats (bits per dimension for a discrete likelihood)."""
         with self.lock:
-            mu, logvar = explore.encode(self.model, x)
-            loss = float(explore.neg_elbo(self.model, x)[0])
-        found = {"mu": [round(float(v), 5) for v in mu[0]], "sd": [round(float(v), 5) for v in (0.5 * logvar[0]).exp()],
+            mu, sd, neg_elbo = explore.encode_with_elbo(self.model, x)
+        loss = float(neg_elbo[0])
+        found = {"mu": [round(float(v), 5) for v in mu[0]], "sd": [round(float(v), 5) for v in sd[0]],
                  "neg_elbo": loss, "units": "nats per image"}
         if self.model.likelihood != "bernoulli":
             found["bits_per_dim"] = bits_per_dim(loss)

@@ -12,7 +12,6 @@ import argparse
 from PIL import Image
 
 from freyvae_cli import checkpoint, explore
-from freyvae_cli.data import data_path, load_faces
 
 
 def main() -> None:
@@ -21,8 +20,7 @@ def main() -> None:
     ap.add_argument("--face", type=int, default=0, help="index of the test face")
     ap.add_argument("--out", default="my_face", help="writes OUT.jpg and OUT_framed.png")
     args = ap.parse_args()
-    ckpt = checkpoint.load(args.checkpoint)
-    faces = load_faces(data_path(None, ckpt["config"].get("data")))
+    _, ckpt, faces = checkpoint.load_with_data(args.checkpoint, "cpu", None, print)  # whatever its data was
     face = explore.split_images(ckpt, faces, "test")[0][args.face, 0].numpy()
     photo = Image.fromarray(face).resize((200, 280), Image.Resampling.BICUBIC).convert("RGB")
     photo.save(f"{args.out}.jpg", quality=90)

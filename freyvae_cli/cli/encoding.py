@@ -40,23 +40,25 @@ def encode(
     """Your own images (PNG, JPEG, BMP, TIFF, WebP, GIF) into the latent space: each as the model
     sees it, beside its reconstruction; --json gives each one's latent mean and sd, and its -ELBO."""
     import numpy as np
+    import torch
 
     from freyvae_cli import explore, figures
     from freyvae_cli.images import read_faces
 
     figures.check_out(out)
-    x = read_faces(images, crop.value)
+    x = torch.from_numpy(read_faces(images, crop.value)).unsqueeze(1)
     model, ckpt, _ = load(checkpoint, device, need_data=False)
-    found = explore.encode_images(model, x)
-    rows = [np.stack(pair) for pair in zip(found["seen"], found["recons"], strict=True)]
-    labels = [f"{p.name} · -ELBO {v:.0f} nats" for p, v in zip(images, found["neg_elbo"], strict=True)]
+    mu, sd, neg_elbo = explore.encode_with_elbo(model, x)
+    pairs = zip(x.squeeze(1).numpy() / 255.0, explore.decode(model, mu), strict=True)  # as the model sees it
+    rows = [np.stack(pair) for pair in pairs]
+    labels = [f"{p.name} · -ELBO {v:.0f} nats" for p, v in zip(images, neg_elbo, strict=True)]
     title = "as the model sees it (left), its reconstruction (right)"
     if model.autoregressive:
         title += f"; {explore.what_is_drawn(model)}"
     figures.save_image(figures.face_grid(rows, scale=scale, labels=labels, title=title), out)
     test = ckpt["history"][-1].get("test_loss") if ckpt["history"] else None
-    per_image = [{"path": str(p), "mu": [float(v) for v in mu], "sd": [float(v) for v in sd], "neg_elbo": float(e)}
-                 for p, mu, sd, e in zip(images, found["mu"], found["sd"], found["neg_elbo"], strict=True)]
+    per_image = [{"path": str(p), "mu": [float(v) for v in m], "sd": [float(v) for v in s], "neg_elbo": float(e)}
+                 for p, m, s, e in zip(images, mu.numpy(), sd.numpy(), neg_elbo.numpy(), strict=True)]
     if model.likelihood != "bernoulli":  # a discrete likelihood: bits per dimension too
         from freyvae_cli.likelihood import bits_per_dim
 

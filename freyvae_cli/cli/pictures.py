@@ -269,22 +269,20 @@ def project(
     explore.check_dims(dims, model.latent_dim, "--dims")
     x, frames = explore.split_images(ckpt, faces, split.value)
     mu = explore.encode(model, x)[0].numpy()
+    own_mu = explore.encode(model, torch.from_numpy(own).unsqueeze(1))[0].numpy() if with_ else mu[:0]
     if dims is None:
         points, axes, share = explore.pca(mu)
         labels = (f"PC 1 ({share[0]:.0%} of variance)", f"PC 2 ({share[1]:.0%} of variance)")
-        place = lambda m: (m - mu.mean(0)) @ axes.T  # noqa: E731  (the map's own projection)
+        own_points = (own_mu - mu.mean(0)) @ axes.T  # the map's own projection
     else:
         points, labels, share = mu[:, list(dims)], (f"z[{dims[0]}]", f"z[{dims[1]}]"), []
-        place = lambda m: m[:, list(dims)]  # noqa: E731
-    marks = []
-    if own is not None:
-        at = place(explore.encode(model, torch.from_numpy(own).unsqueeze(1))[0].numpy())
-        marks = [(p.name, point) for p, point in zip(with_, at, strict=True)]
+        own_points = own_mu[:, list(dims)]
+    yours = list(zip(with_ or [], own_points, strict=True))
+    marks = [(p.name, point) for p, point in yours]
     title = f"latent means of the {len(x)} {split.value} images" + (" and yours (stars)" if marks else "")
     figures.save_latent_map(points, frames, out, labels, title,
                             thumbnails=x.squeeze(1).numpy() / 255.0 if thumbnails else None, marks=marks)
     done(json_out, {"out": str(out), "split": split.value, "n": len(x),
                      "method": "dims" if dims else "pca", "explained_variance": [float(s) for s in share],
-                     "with": [{"path": str(p), "point": [float(v) for v in point]} for p, (_, point)
-                              in zip(with_ or [], marks, strict=True)]},
+                     "with": [{"path": str(p), "point": point.tolist()} for p, point in yours]},
           f"wrote {out}: {len(x)} {split.value} images" + (f" and {len(marks)} of yours" if marks else ""))

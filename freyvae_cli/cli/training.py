@@ -97,7 +97,7 @@ def train(
         check_installed()
     runs.check_out_folder(Path(cfg.out), resuming=resumed is not None, force=force)
     faces, source = datasets.load_or_download(Path(cfg.data), ui.asker(json_out) if resumed is None else None,
-                                              ui.info, runs.data_files(resumed), skip_bad, ui.warning)
+                                              ui.info, checkpoint.data_files(resumed), skip_bad, ui.warning)
     data_hash = datasets.pixel_hash(faces)
     if resumed is not None:
         runs.check_resume(resumed, resume, cfg, explicit, data_hash)

@@ -284,7 +284,7 @@ async function useImage(file) {
     const r = await fetch("/api/encode?face=" + face.join(","));
     const found = await r.json();
     if (!r.ok) throw new Error(found.error || r.status);
-    state.yours = { name: file.name, mu: found.mu, face };
+    state.yours = { name: file.name, mu: found.mu };
     state.face = null; state.other = null; state.mu = found.mu;
     $("interp").hidden = true;
     setImage($("original"), await faceBlob(face));
