@@ -109,7 +109,8 @@ def traverse(model: VAE, base: torch.Tensor, directions: torch.Tensor, steps: in
     """One row per direction (a row of `directions`, (k, D)): base + v * direction for v evenly
     from -span to +span. A latent dimension d is the direction e_d."""
     values = torch.linspace(-span, span, steps).unsqueeze(1)
-    return [decode(model, base + values * direction) for direction in directions]
+    faces = decode(model, (base + values.unsqueeze(0) * directions.unsqueeze(1)).flatten(0, 1))  # drawn together
+    return [faces[i * steps:(i + 1) * steps] for i in range(len(directions))]
 
 
 def principal_directions(model: VAE, x: torch.Tensor, k: int) -> tuple[torch.Tensor, np.ndarray]:

@@ -42,40 +42,71 @@ class BadRequest(Exception):
     """A request parameter is missing or wrong: 400 with this message."""
 
 
-class Batcher:
-    """Requests for faces that arrive together are decoded together: while one batch decodes, the
-    requests that come in wait and then go as the next batch. A PixelVAE batch of 8 costs a
-    fraction of 8 single draws (docs/explore.md), so 8 clients are served faster."""
+class Drawer:
+    """PixelVAE faces for requests that come together, drawn together: each request's latent joins
+    the fixed-point draw under way (sampling.Fixpoint) and leaves it once its face is final, so no
+    request waits for a whole batch, and 8 clients share every pass. One thread runs the passes,
+    under the explorer's lock: a thread of its own, or (`thread` False) whoever calls run(): the
+    command runs them on its main thread, where torch's thread pool runs a pass in half the time it
+    takes on another thread here (docs/performance.md). A pass that fails fails every request in
+    the draw, and the next requests start a fresh one."""
 
-    def __init__(self, decode) -> None:
-        self.decode = decode  # (n, D) latents -> n faces
-        self.cond = threading.Condition()
-        self.pending: list[dict] = []
-        self.busy = False
+    def __init__(self, engine, lock: threading.Lock, noise: torch.Tensor, thread: bool = True) -> None:
+        self.engine = engine  # () -> a fresh Fixpoint: add(z, u, start) -> tickets, step() -> [(ticket, face)]
+        self.drawing = engine()
+        self.lock, self.noise = lock, noise
+        mutex = threading.Lock()
+        self.work, self.ready = threading.Condition(mutex), threading.Condition(mutex)
+        self.incoming: list[dict] = []
+        self.flying: dict[int, dict] = {}  # ticket -> request
+        self.last: torch.Tensor | None = None  # the face drawn last (uint8): where the next draw starts
+        if thread:
+            threading.Thread(target=self.run, name="freyvae-drawer", daemon=True).start()
 
     def __call__(self, z: torch.Tensor) -> np.ndarray:
+        """The face (28, 20) in [0, 1] for latent z (D,)."""
         slot = {"z": z}
-        with self.cond:
-            self.pending.append(slot)
+        with self.work:
+            self.incoming.append(slot)
+            self.work.notify()
             while "face" not in slot and "error" not in slot:
-                if self.busy:  # another request's thread is decoding: ours goes in the next batch
-                    self.cond.wait()
-                    continue
-                batch, self.pending, self.busy = self.pending, [], True
-                self.cond.release()
-                try:
-                    faces, error = self.decode(torch.stack([s["z"] for s in batch])), None
-                except Exception as e:  # every waiting request hears of it, none hangs
-                    faces, error = None, e
-                finally:
-                    self.cond.acquire()
-                    self.busy = False
-                for i, s in enumerate(batch):
-                    s.update({"error": error} if error is not None else {"face": faces[i]})
-                self.cond.notify_all()
+                self.ready.wait()
         if "error" in slot:
             raise slot["error"]
         return slot["face"]
+
+    def run(self) -> None:
+        """Draw for the requests, forever."""
+        with self.work:
+            while True:
+                while not self.incoming and not self.flying:
+                    self.work.wait()
+                self.one_pass()
+
+    def one_pass(self) -> None:
+        """The requests that came in join the draw, and one pass runs; called holding the mutex."""
+        joining, self.incoming = self.incoming, []
+        self.work.release()
+        try:
+            with self.lock:
+                tickets = [self.drawing.add(s["z"].unsqueeze(0), self.noise, self.last)[0] for s in joining]
+                done = self.drawing.step()
+            error = None
+        except Exception as e:  # every request in the draw hears of it, none hangs
+            done, error = [], e
+        finally:
+            self.work.acquire()
+        if error is not None:
+            for s in [*self.flying.values(), *joining]:
+                s["error"] = error
+            self.flying, self.drawing = {}, self.engine()
+        else:
+            self.flying.update(zip(tickets, joining, strict=True))
+            for ticket, face in done:
+                self.flying.pop(ticket)["face"] = face[0].float().numpy() / 255.0
+                self.last = face  # a slider step changes little: the next draw starts here
+        if done or error is not None:
+            self.ready.notify_all()
 
 
 @dataclass
@@ -88,14 +119,21 @@ class Explorer:
     frames: np.ndarray
     mu: torch.Tensor  # (n, D) posterior means
     lock: threading.Lock  # one decode at a time: torch already uses every core for one
-    last: torch.Tensor | None = None  # the face drawn last (uint8): where the next draw starts
-    batcher: Batcher | None = None
+    drawer: Drawer | None = None  # PixelVAE's faces, for the requests that come together
+    drawer_thread: bool = True  # False: the caller runs drawer.run()
 
     def __post_init__(self) -> None:
-        self.batcher = Batcher(self.decode_many)
+        if self.model.autoregressive:
+            from freyvae_cli import sampling
+
+            u = torch.rand(1, 1, HEIGHT, WIDTH, generator=torch.Generator().manual_seed(0))  # explore.decode's
+            # each face drawn with the arithmetic of a draw of its own, however many are drawn with it
+            self.drawer = Drawer(lambda: sampling.Fixpoint(self.model, sampling.AT_ONCE, like_batch=1), self.lock, u,
+                                 self.drawer_thread)
 
     @classmethod
-    def build(cls, model, ckpt: dict, faces: np.ndarray, checkpoint: str, span: float) -> Explorer:
+    def build(cls, model, ckpt: dict, faces: np.ndarray, checkpoint: str, span: float,
+              drawer_thread: bool = True) -> Explorer:
         x, frames = explore.split_images(ckpt, faces, "test")
         mu, logvar = explore.encode(model, x)
         kl = kl_divergence(mu, logvar).mean(0).numpy()  # nats per dimension, as explore.kl_per_dim
@@ -115,19 +153,13 @@ class Explorer:
             "pca": {"axes": top_axes.tolist(), "sd": top.std(0, ddof=1).tolist(),
                     "share": [float(s) for s in top_share]},
         }
-        return cls(model, info, x.squeeze(1).numpy(), frames, mu, threading.Lock())
-
-    def decode_many(self, z: torch.Tensor) -> np.ndarray:
-        with self.lock:
-            faces = explore.decode(self.model, z, start=self.last)
-            if self.model.autoregressive:  # a slider step changes little: start the next draw here
-                self.last = torch.from_numpy(np.round(faces[-1] * 255).astype(np.uint8))
-        return faces
+        return cls(model, info, x.squeeze(1).numpy(), frames, mu, threading.Lock(), drawer_thread=drawer_thread)
 
     def decode_png(self, z: torch.Tensor) -> bytes:
-        if not self.model.autoregressive:  # the seed model: one at a time, as cheap as a batch
-            return png(self.decode_many(z.unsqueeze(0))[0])
-        return png(self.batcher(z))
+        if self.drawer is not None:
+            return png(self.drawer(z))
+        with self.lock:  # the seed model: one at a time, as cheap as a batch
+            return png(explore.decode(self.model, z.unsqueeze(0))[0])
 
     def strip_png(self, a: int, b: int, steps: int) -> bytes:
         with self.lock:

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from freyvae_cli import checkpoint as ck
 from freyvae_cli import explore, sampling
@@ -50,7 +51,28 @@ def test_the_samplers_features_are_the_models_to_the_bit(tiny):
     x = torch.rand(3, 1, 28, 20, generator=torch.Generator().manual_seed(6))
     cond = tiny.condition(torch.randn(3, 3, generator=torch.Generator().manual_seed(6)))
     with torch.no_grad():
-        assert torch.equal(sampling.features(tiny, x, cond, sampling.masked_kernels(tiny)), tiny.features(x, cond))
+        want = tiny.features(x, cond)
+        layers = sampling.masked_layers(tiny, 3, 20)
+        assert torch.equal(sampling.features(x, cond, layers), want)
+        # the last rows of a window holding the `reach` rows above them: each layer computing fewer rows
+        window = [t[:, :, 10 - tiny.reach:18] for t in (x, *cond)]
+        assert torch.equal(sampling.features(window[0], window[1:], layers, rows=8), want[:, :, 10:18])
+
+
+def test_an_image_left_alone_keeps_the_arithmetic_of_its_batch(tiny):
+    """torch computes a 3x3 convolution of one image by im2col and of several by oneDNN, which round
+    differently; the sampler's layers for a batch of 3 give the batch's sums on one image too."""
+    x = torch.rand(3, 1, 28, 20, generator=torch.Generator().manual_seed(9))
+    cond = tiny.condition(torch.randn(3, 3, generator=torch.Generator().manual_seed(9)))
+    with torch.no_grad():
+        want = tiny.features(x, cond)[:1]
+        alone = tiny.features(x[:1], [c[:1] for c in cond])
+        ours = sampling.features(x[:1], [c[:1] for c in cond], sampling.masked_layers(tiny, 3, 20))
+    backends = {torch._C._select_conv_backend(torch.empty(n, 8, 8, 20), tiny.blocks[0].weight, None, [1, 1], [1, 1],
+                                              [1, 1], False, [0, 0], 1, None) for n in (1, 3)}
+    if len(backends) == 2:  # this torch changes algorithm with the batch size: F.conv2d alone differs
+        assert not torch.equal(alone, want)
+    assert torch.equal(ours, want)
 
 
 def test_a_batch_converges_image_by_image(tiny):
@@ -59,6 +81,24 @@ def test_a_batch_converges_image_by_image(tiny):
     batch = sampling.sample(tiny, z, noise(5))
     for i in range(7):
         assert torch.equal(batch[i:i + 1], sampling.sample(tiny, z[i:i + 1], noise(5)))
+
+
+def test_images_join_a_draw_under_way_and_each_gets_its_own_face(tiny):
+    z = torch.randn(6, 3, generator=torch.Generator().manual_seed(12))
+    want = sequential_sample(tiny, z, noise(3))
+    drawing = sampling.Fixpoint(tiny, room=3, like_batch=6)
+    got = {}
+    drawing.add(z[:4], noise(3))
+    for _ in range(3):
+        got.update(drawing.step())
+    junk = torch.randint(0, 256, (2, 1, 28, 20), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
+    assert drawing.add(z[4:], noise(3), start=junk) == [4, 5]
+    while drawing.busy:
+        got.update(drawing.step())
+    assert sorted(got) == list(range(6))
+    for i in range(6):
+        assert torch.equal(got[i], want[i]), i
+    assert torch.equal(sampling.sample(tiny, z, noise(3), at_once=2), want)  # two at a time
 
 
 def test_the_manifold_starts_each_row_at_the_row_above_and_draws_the_same_faces(tiny):
@@ -104,11 +144,47 @@ def test_the_trained_model_at_batch_1_and_at_batch_72(trained):
     everything = torch.cat(list(z.values()))
     want = sequential_sample(model, everything, u)
     assert torch.equal(sampling.sample(model, everything, u), want)
+    assert torch.equal(sampling.sample(model, everything, u, at_once=20), want)
     for i, kind in enumerate(z):
         one = everything[24 * i + 3:24 * i + 4]
         assert torch.equal(sampling.sample(model, one, u), want[24 * i + 3:24 * i + 4]), kind
     # a slider step: the face before as the start
     assert torch.equal(sampling.sample(model, everything[49:50], u, start=want[48:49]), want[49:50])
+
+
+def tied_noise(model, z: torch.Tensor) -> torch.Tensor:
+    """Noise that puts every pixel of z's face on a step of its CDF as a pass computes it (a matrix
+    of 160 rows), where the sequential sampler's one-row product may round to either side."""
+    x = sampling.sample(model, z, noise())
+    with torch.no_grad():
+        h = model.features(x.float() / 255, model.condition(z)).permute(0, 2, 3, 1)
+        cdf = torch.softmax(F.linear(h, model.to_logits.weight.flatten(1), model.to_logits.bias), -1).cumsum(-1)
+    return cdf.gather(-1, x.permute(0, 2, 3, 1).long()).permute(0, 3, 1, 2)
+
+
+def test_pixels_on_a_step_of_their_cdf_are_drawn_as_the_sequential_sampler_rounds_them(trained):
+    model, _ = trained
+    z = torch.randn(1, model.latent_dim, generator=torch.Generator().manual_seed(30))
+    u = tied_noise(model, z)
+    want = sequential_sample(model, z, u)
+    assert torch.equal(sampling.sample(model, z, u), want)
+    saved, sampling.TIE = sampling.TIE, 0.0  # without the redraw, the pass's own rounding decides
+    try:
+        assert not torch.equal(sampling.sample(model, z, u), want)
+    finally:
+        sampling.TIE = saved
+
+
+def test_the_two_products_cdfs_differ_by_far_less_than_the_tie_margin(trained):
+    model, _ = trained
+    z = torch.randn(8, model.latent_dim, generator=torch.Generator().manual_seed(31))
+    x = sampling.sample(model, z, noise())
+    weight, bias = model.to_logits.weight.flatten(1), model.to_logits.bias
+    with torch.no_grad():
+        h = model.features(x.float() / 255, model.condition(z)).permute(0, 2, 3, 1).reshape(-1, weight.shape[1])
+        tall = torch.softmax(F.linear(h, weight, bias), -1).cumsum(-1)
+        alone = torch.stack([torch.softmax(F.linear(row.unsqueeze(0), weight, bias), -1).cumsum(-1)[0] for row in h])
+    assert (tall - alone).abs().max() < sampling.TIE / 10
 
 
 def test_commands_draw_the_faces_they_drew_before(trained):
@@ -140,49 +216,64 @@ def test_the_explorer_starts_each_draw_from_the_last_and_draws_the_same_faces(tr
     for step in range(3):
         z[0] += 0.2
         assert explorer.decode_png(z) == png(explore.decode(model, z.unsqueeze(0))[0]), step
-        assert explorer.last is not None
+        assert torch.equal(explorer.drawer.last, sequential_sample(model, z.unsqueeze(0), noise())[0])
 
 
-def test_concurrent_requests_are_drawn_together_and_each_gets_its_own_face(trained, explorer):
+def test_concurrent_requests_share_passes_and_each_gets_the_face_it_would_get_alone(trained, explorer):
     import threading
 
     model, _ = trained
     z = torch.randn(8, model.latent_dim, generator=torch.Generator().manual_seed(21))
-    sizes, got = [], {}
-    decode_many = explorer.batcher.decode
-    explorer.batcher.decode = lambda zs: sizes.append(len(zs)) or decode_many(zs)
-    threads = [threading.Thread(target=lambda i=i: got.__setitem__(i, explorer.batcher(z[i]))) for i in range(8)]
+    drawing = explorer.drawer.drawing
+    passes, image_passes = drawing.passes, drawing.image_passes
+    got = {}
+    threads = [threading.Thread(target=lambda i=i: got.__setitem__(i, explorer.drawer(z[i]))) for i in range(8)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert sum(sizes) == 8 and max(sizes) > 1  # some were drawn in one batch
-    want = sequential_sample(model, z, noise()).squeeze(1).float().numpy() / 255.0
-    for i in range(8):
-        assert np.array_equal(got[i], want[i]), i
-    explorer.batcher.decode = decode_many
+    assert drawing.image_passes - image_passes > drawing.passes - passes  # some passes drew several
+    for i in range(8):  # each as the sequential sampler draws it on its own
+        want = sequential_sample(model, z[i:i + 1], noise())[0, 0].float().numpy() / 255.0
+        assert np.array_equal(got[i], want), i
+    assert not explorer.drawer.flying and not explorer.drawer.incoming
 
 
-def test_a_failed_batch_fails_every_request_in_it():
-    import threading
+class Failing:
+    """An engine for server.Drawer whose second pass fails, after a first slow enough for other
+    requests to arrive meanwhile."""
 
-    from freyvae_cli.server import Batcher
+    made = 0
 
-    calls = []
+    def __init__(self) -> None:
+        Failing.made += 1
+        self.added, self.steps = 0, 0
 
-    def decode(zs):
-        calls.append(len(zs))
-        if len(calls) == 1:
-            threading.Event().wait(0.3)  # the others queue up meanwhile
-            return zs.numpy() * 2
+    def add(self, z, u, start):
+        self.added += 1
+        return [self.added - 1]
+
+    def step(self):
+        import threading
+
+        self.steps += 1
+        if self.steps == 1:
+            threading.Event().wait(0.3)
+            return []
         raise RuntimeError("out of memory")
 
-    batcher = Batcher(decode)
+
+def test_a_failed_pass_fails_every_request_in_the_draw_and_the_next_starts_afresh():
+    import threading
+
+    from freyvae_cli.server import Drawer
+
+    drawer = Drawer(Failing, threading.Lock(), noise())
     results = {}
 
     def ask(i):
         try:
-            results[i] = batcher(torch.tensor([float(i)]))
+            results[i] = drawer(torch.tensor([float(i)]))
         except RuntimeError as e:
             results[i] = str(e)
 
@@ -194,5 +285,6 @@ def test_a_failed_batch_fails_every_request_in_it():
         t.start()
     for t in [first, *rest]:
         t.join(timeout=10)
-    assert calls == [1, 3]
-    assert results[0].tolist() == [0.0] and all(results[i] == "out of memory" for i in range(1, 4))
+    assert not any(t.is_alive() for t in [first, *rest])
+    assert results == {i: "out of memory" for i in range(4)}
+    assert Failing.made == 2 and drawer.drawing.added == 0  # a fresh engine for the next requests

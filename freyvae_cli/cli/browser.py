@@ -35,13 +35,14 @@ def explore(
 ) -> None:
     """The latent space live in the browser: sliders, the latent map, interpolation (Ctrl-C stops)."""
     import signal
+    import threading
 
     from freyvae_cli.server import Explorer, ExploreServer
 
     if not 0 < span <= 10:
         raise UsageError(f"--range must be above 0 and at most 10 (got {span})")
     model, ckpt, faces = load(checkpoint, device, data)
-    explorer = Explorer.build(model, ckpt, faces, str(checkpoint), span)
+    explorer = Explorer.build(model, ckpt, faces, str(checkpoint), span, drawer_thread=False)
     try:
         server = ExploreServer(host, port, explorer)
     except OSError as e:
@@ -60,8 +61,14 @@ def explore(
 
         webbrowser.open(server.url)
     try:
-        server.serve_forever()
+        if explorer.drawer is None:
+            server.serve_forever()
+        else:  # PixelVAE's passes run on this, the main thread: torch runs them fastest here
+            threading.Thread(target=server.serve_forever, daemon=True).start()
+            explorer.drawer.run()
     except KeyboardInterrupt:
         ui.info("stopped")
     finally:
+        if explorer.drawer is not None:
+            server.shutdown()
         server.server_close()
