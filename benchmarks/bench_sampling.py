@@ -6,7 +6,8 @@ bit for bit.
 
 Cases: one face at batch 1 (a new z each repetition, the two samplers interleaved), a batch of
 --batch faces (the 20x20 manifold is 400), and a slider walk of 30 small steps drawn cold and from
-the face before (what `explore` does). --bands times other band heights of the fixed-point sampler.
+the face before (what `explore` does). --bands times other band heights of the fixed-point sampler,
+--at-once other numbers of images in a pass (the batch's faces, per face).
 Milliseconds per call, median and range over the repetitions; --json prints one object on stdout.
 """
 
@@ -59,8 +60,22 @@ def a_batch(model, u, n: int) -> dict:
     stats = {}
     t_fast, got = timed(lambda: sampling.sample(model, z, u, stats=stats))
     t_seq, want = timed(lambda: sequential_sample(model, z, u))
-    return {"n": n, "sequential_ms": round(t_seq, 1), "fixed_point_ms": round(t_fast, 1),
-            "passes": stats["passes"], "agree": torch.equal(want, got), "speedup": round(t_seq / t_fast, 1)}
+    return {"n": n, "sequential_ms": round(t_seq, 1), "fixed_point_ms": round(t_fast, 1), "passes": stats["passes"],
+            "passes_per_face": round(stats["image_passes"] / n, 1), "agree": torch.equal(want, got),
+            "speedup": round(t_seq / t_fast, 1)}
+
+
+def at_once(model, u, counts: list[int], n: int, reps: int) -> dict:
+    """Milliseconds per face for a batch of n, with each number of images in a pass, interleaved."""
+    z = torch.randn(n, model.latent_dim, generator=torch.Generator().manual_seed(7))
+    found, first = {k: [] for k in counts}, None
+    for r in range(reps):
+        for k in counts if r % 2 == 0 else counts[::-1]:
+            t, got = timed(lambda k=k: sampling.sample(model, z, u, at_once=k))
+            found[k].append(t / n)
+            first = got if first is None else first
+            assert torch.equal(got, first), k  # the same faces whatever the number in a pass
+    return {k: spread(v) for k, v in found.items()}
 
 
 def slider_walk(model, u, steps: int = 30, step: float = 0.1) -> dict:
@@ -98,6 +113,7 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=5, help="faces timed at batch 1")
     ap.add_argument("--batch", type=int, default=400, help="faces in the batch case (0: skip it)")
     ap.add_argument("--bands", type=int, nargs="*", default=[], help="band heights to time as well")
+    ap.add_argument("--at-once", type=int, nargs="*", default=[], help="images in a pass to time as well")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     model, _ = checkpoint.load_model(args.checkpoint)
@@ -105,9 +121,12 @@ def main() -> None:
         raise SystemExit(f"{args.checkpoint} is not a PixelVAE: nothing to sample pixel by pixel")
     u = torch.rand(1, 1, 28, 20, generator=torch.Generator().manual_seed(0))
     result = {"checkpoint": args.checkpoint, "threads": torch.get_num_threads(), "band": sampling.BAND,
+              "at_once": sampling.AT_ONCE,
               "one_face": one_face(model, u, args.reps), "slider_walk": slider_walk(model, u)}
     if args.batch:
         result["batch"] = a_batch(model, u, args.batch)
+    if args.at_once:
+        result["ms_per_face_at_once"] = at_once(model, u, args.at_once, args.batch or 400, max(2, args.reps // 4))
     if args.bands:
         result["bands"] = bands(model, u, args.bands, args.batch or 64, args.reps)
     print(json.dumps(result, indent=1), file=sys.stderr)

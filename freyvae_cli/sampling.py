@@ -34,6 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from freyvae_cli.heap import keep_freed_memory
 from freyvae_cli.likelihood import LEVELS
 
 BAND = 8  # rows updated per pass: chosen by benchmarks/bench_sampling.py --bands (docs/performance.md)
@@ -127,6 +128,7 @@ class Fixpoint:
     is drawn with the arithmetic of a sequential draw of `like_batch` images (masked_layers)."""
 
     def __init__(self, model, room: int, like_batch: int, band: int = BAND) -> None:
+        keep_freed_memory()  # a pass frees and allocates the same buffers (60 faces' logits: 10 MB) again
         self.model, self.room, self.band = model, room, band
         device = next(model.parameters()).device
         height, width = model.image_shape
@@ -218,7 +220,8 @@ class Fixpoint:
         first_row = self.final[moving] // width  # each image's band starts here, its window `reach` rows above
         top = int(first_row[0]) if (first_row == first_row[0]).all() else first_row  # in the padded rows
         # every pixel of each band at once, under the current image: one pass of the PixelCNN
-        x = rows_of(self.levels, pick, top, reach + band) / (LEVELS - 1)
+        # (one channel: strides made plain, or oneDNN takes the image as channels-last, and slowly)
+        x = rows_of(self.levels, pick, top, reach + band)[:, 0].unsqueeze(1) / (LEVELS - 1)
         h = features(x, [rows_of(c, pick, top, reach + band) for c in self.cond], self.layers, band)
         h, u = h.permute(0, 2, 3, 1), rows_of(self.noise, pick, top + reach, band)[:, 0]
         row = self.ticket[moving] % self.like_batch  # each image's row in the sequential sampler's products
