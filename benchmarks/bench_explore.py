@@ -42,6 +42,29 @@ def client(host: str, latent: int, n: int, seed: int, latencies: list[float], fa
             failures.append(r.status)
 
 
+def walk(host: str, steps: int = 30) -> None:
+    """One client walks the first principal slider from -3 to +3 in `steps` requests, each sent
+    when the face before arrives, as the page does: the server's decode time on a drag, without
+    a browser sharing the cores."""
+    import json
+
+    conn = http.client.HTTPConnection(host, timeout=60)
+    conn.request("GET", "/api/info")
+    info = json.loads(conn.getresponse().read())
+    centre, axis, sd = info["map"]["centre"], info["pca"]["axes"][0], info["pca"]["sd"][0]
+    latencies = []
+    for i in range(steps):
+        v = -3 + 6 * i / (steps - 1)
+        z = ",".join(f"{c + v * sd * a:.4f}" for c, a in zip(centre, axis, strict=True))
+        t0 = time.perf_counter()
+        conn.request("GET", "/api/decode.png?z=" + z)
+        conn.getresponse().read()
+        latencies.append(1000 * (time.perf_counter() - t0))
+    q = statistics.quantiles(latencies, n=100)
+    print(f"walk of {steps} steps along pc1: decode p50 {q[49]:.1f} ms, p95 {q[94]:.1f} ms, "
+          f"all {sum(latencies) / 1000:.2f} s")
+
+
 DRAG_JS_COUNT = """() => { window.changes = 0;
   new MutationObserver(() => { window.changes++; }).observe(document.getElementById('face'),
     {attributes: true, attributeFilter: ['src']}); }"""
@@ -91,6 +114,7 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=250, help="per client and round")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--drag", action="store_true", help="a slider drag in headless Chromium instead")
+    ap.add_argument("--walk", type=int, default=0, help="instead, one client's walk along pc1 in this many steps")
     args = ap.parse_args()
     exe = shutil.which("freyvae")
     if exe is None:
@@ -111,6 +135,8 @@ def main() -> None:
         print(f"server ready in {time.perf_counter() - t0:.2f} s; resident memory {rss_mib(server.pid):.0f} MiB")
         if args.drag:
             return drag(f"http://{host}/")
+        if args.walk:
+            return walk(host, args.walk)
         for rnd in range(1, args.rounds + 1):
             latencies: list[float] = []
             failures: list[int] = []

@@ -191,6 +191,49 @@ def test_explore_command_serves_until_ctrl_c(trained, small_mat, tmp_path):
     assert proc.returncode == 0 and "Traceback" not in rest and rest.strip() == "stopped"
 
 
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_explore_on_pixelvae_draws_on_its_main_thread_and_stops_on_a_signal(sig, tmp_path):
+    """PixelVAE's passes run on the command's main thread (server.Drawer): faces for 3 clients at
+    once are the sequential sampler's, drawn alone; a signal still stops it cleanly."""
+    from tests.conftest import REAL_DATA
+    from tests.reference import sequential_sample
+
+    pixelvae = REAL_DATA.parents[1] / "models" / "pixelvae-321.pth"
+    if not (pixelvae.is_file() and REAL_DATA.is_file()):
+        pytest.skip("needs ../shared/models/pixelvae-321.pth and the real data")
+    proc = subprocess.Popen([sys.executable, "-m", "freyvae_cli", "explore", "-c", str(pixelvae),
+                             "--data", str(REAL_DATA), "--no-browser"],
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                            cwd=tmp_path)
+    z = torch.randn(3, 64, generator=torch.Generator().manual_seed(40))
+    got = {}
+    try:
+        address = proc.stderr.readline().split("http://")[1].split("/")[0]
+
+        def ask(i):
+            conn = http.client.HTTPConnection(address, timeout=60)
+            conn.request("GET", "/api/decode.png?z=" + ",".join(f"{v:.4f}" for v in z[i].tolist()))
+            response = conn.getresponse()
+            got[i] = (response.status, response.read())
+
+        threads = [threading.Thread(target=ask, args=(i,)) for i in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+    finally:
+        proc.send_signal(sig)
+        rest = proc.communicate(timeout=30)[1]
+    assert proc.returncode == 0 and "Traceback" not in rest and rest.strip() == "stopped"
+    model, _ = ck.load_model(pixelvae)
+    u = torch.rand(1, 1, 28, 20, generator=torch.Generator().manual_seed(0))
+    for i in range(3):
+        status, body = got[i]
+        face = np.asarray(Image.open(io.BytesIO(body)).convert("L"))[::10, ::10]  # shown 10 times larger
+        z4 = torch.tensor([float(f"{v:.4f}") for v in z[i].tolist()]).unsqueeze(0)
+        assert status == 200 and np.array_equal(face, sequential_sample(model, z4, u)[0, 0].numpy()), i
+
+
 def test_explore_refuses_a_port_in_use_and_a_missing_checkpoint(runner, trained, small_mat, tmp_path):
     from freyvae_cli.cli import app
 
