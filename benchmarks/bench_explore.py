@@ -6,7 +6,9 @@ between and after the rounds (it should stay flat). Every answer must be a 200 P
 
 --drag instead drives the page in headless Chromium (Debian's chromium, the playwright package):
 a one-second drag of the first principal slider in 30 mouse moves, as a hand would; prints how
-many distinct faces the page showed and the decode latencies the browser saw.
+many distinct faces the page showed and the decode latencies the browser saw. --walk N instead
+sends one client's requests along the same slider in N steps, each when the face before arrives,
+without a browser sharing the cores: the server's own decode latency on a drag.
 """
 
 from __future__ import annotations

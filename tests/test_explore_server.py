@@ -191,6 +191,26 @@ def test_explore_command_serves_until_ctrl_c(trained, small_mat, tmp_path):
     assert proc.returncode == 0 and "Traceback" not in rest and rest.strip() == "stopped"
 
 
+def test_answers_go_out_without_waiting_for_the_clients_acknowledgement(served, monkeypatch):
+    """Headers and body are two writes: with Nagle's algorithm on, a kept-alive client's delayed
+    acknowledgement held every answer back 40 ms. Each connection the server accepts has it off."""
+    import socket as sockets
+
+    from freyvae_cli.server import Handler
+
+    server, _, _ = served
+    seen = []
+    setup = Handler.setup
+
+    def recording(self):
+        setup(self)
+        seen.append(self.connection.getsockopt(sockets.IPPROTO_TCP, sockets.TCP_NODELAY))
+
+    monkeypatch.setattr(Handler, "setup", recording)
+    assert get(server, "/api/info")[0] == 200
+    assert seen and all(seen)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_explore_on_pixelvae_draws_on_its_main_thread_and_stops_on_a_signal(sig, tmp_path):
     """PixelVAE's passes run on the command's main thread (server.Drawer): faces for 3 clients at
