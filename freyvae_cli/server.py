@@ -80,7 +80,9 @@ class Drawer:
         with self.work:
             while True:
                 while not self.incoming and not self.flying:
-                    self.work.wait()
+                    # a timeout: Ctrl-C may reach another thread, and only a main thread that wakes
+                    # up runs Python's handler for it
+                    self.work.wait(timeout=0.5)
                 self.one_pass()
 
     def one_pass(self) -> None:
