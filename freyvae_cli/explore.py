@@ -54,6 +54,12 @@ def what_is_drawn(model: VAE) -> str:
     return "each face the mean image E[x|z]"
 
 
+def pixel_noise(model: VAE, seed: int = 0) -> torch.Tensor:
+    """The uniform noise (1, 1, H, W) an autoregressive decoder draws every face with: the same for
+    every face of a figure, and for the explore server's faces (seed 0)."""
+    return torch.rand(1, 1, *model.image_shape, generator=torch.Generator().manual_seed(seed))
+
+
 @torch.no_grad()
 def decode(model: VAE, z: torch.Tensor, batch: int = 1024, noise_seed: int = 0,
            start: torch.Tensor | None = None) -> np.ndarray:
@@ -65,7 +71,7 @@ def decode(model: VAE, z: torch.Tensor, batch: int = 1024, noise_seed: int = 0,
     if model.autoregressive:
         from freyvae_cli.sampling import CHUNK
 
-        u = torch.rand(1, 1, *model.image_shape, generator=torch.Generator().manual_seed(noise_seed))
+        u = pixel_noise(model, noise_seed)
         each = start is not None and len(start) == len(z) > 1
         out = [model.sample(z[i:i + CHUNK].to(device), u, start[i:i + CHUNK] if each else start).cpu().float() / 255.0
                for i in range(0, len(z), CHUNK)]

@@ -156,12 +156,12 @@ class Fixpoint:
         PixelCNN is computed here, for the k together, as the sequential sampler computes it for
         its batch: the decoder's matrix products also round by batch size."""
         k, shape = len(z), (-1, 1, *self.model.image_shape)
-        u, start = u.reshape(shape), None if start is None else start.reshape(shape)
+        u = u.reshape(shape).expand(k, -1, -1, -1)
+        start = None if start is None else start.reshape(shape).expand(k, -1, -1, -1)
         cond = self.model.condition(z.to(self.levels.device))
         tickets = list(range(self.added, self.added + k))
         for i, t in enumerate(tickets):
-            self.waiting.append(Waiting(t, [c[i] for c in cond], u[i if len(u) == k else 0],
-                                        None if start is None else start[i if len(start) == k else 0]))
+            self.waiting.append(Waiting(t, [c[i] for c in cond], u[i], None if start is None else start[i]))
         self.added += k
         return tickets
 
@@ -190,21 +190,15 @@ class Fixpoint:
         self.ticket[free] = [j.ticket for j in joining]
 
     def redraw_near_ties(self, new: torch.Tensor, near: torch.Tensor, h: torch.Tensor, u: torch.Tensor,
-                         rows: np.ndarray) -> None:
+                         call_rows: np.ndarray) -> None:
         """The pixels `near` a step of their CDF, each by the sequential sampler's own product: its
-        call's `like_batch` rows for that pixel, this image's (row rows[i] of its call) among them.
-        A product never mixes rows, so the others can be zeros; for a call of one image, a batch
-        of one-row products rounds as a lone one."""
-        at = near.nonzero(as_tuple=True)
-        if self.like_batch == 1:
-            alone = h[at].unsqueeze(1)  # (k, 1, C)
-            logits = torch.baddbmm(self.bias.expand(len(alone), 1, -1), alone,
-                                   self.weight.t().expand(len(alone), -1, -1)).squeeze(1)
-        else:
-            logits = torch.stack([F.linear(torch.zeros_like(h[i, r, c]).expand(self.like_batch, -1).index_put(
-                (torch.tensor([rows[i]]),), h[i, r, c].unsqueeze(0)), self.weight, self.bias)[rows[i]]
-                for i, r, c in zip(*(a.tolist() for a in at), strict=True)])
-        new[at] = inverse_cdf(logits, u[at])[0]
+        call's `like_batch` rows for that pixel, this image's (row call_rows[i] of its call) among
+        them. A product never mixes rows, so the others can be zeros."""
+        for i, r, c in near.nonzero().tolist():
+            matrix = h.new_zeros(self.like_batch, h.shape[-1])
+            matrix[call_rows[i]] = h[i, r, c]
+            logits = F.linear(matrix, self.weight, self.bias)[call_rows[i]]
+            new[i, r, c] = inverse_cdf(logits, u[i, r, c])[0]
 
     @torch.no_grad()
     def step(self) -> list[tuple[int, torch.Tensor]]:
@@ -224,8 +218,8 @@ class Fixpoint:
         x = rows_of(self.levels, pick, top, reach + band)[:, 0].unsqueeze(1) / (LEVELS - 1)
         h = features(x, [rows_of(c, pick, top, reach + band) for c in self.cond], self.layers, band)
         h, u = h.permute(0, 2, 3, 1), rows_of(self.noise, pick, top + reach, band)[:, 0]
-        row = self.ticket[moving] % self.like_batch  # each image's row in the sequential sampler's products
-        apart = row >= self.like_batch // 4 * 4  # a product's last 1-3 rows round otherwise than a pass's
+        call_rows = self.ticket[moving] % self.like_batch  # each image's row in the sequential sampler's products
+        apart = call_rows >= self.like_batch // 4 * 4  # a product's last 1-3 rows round otherwise than a pass's
         new, near = inverse_cdf(F.linear(h, self.weight, self.bias), u, apart.any())  # (images, band, W)
         old = rows_of(self.levels, pick, top + reach, band)[:, 0]  # a view, or a copy to scatter back
         position = first_row[:, None] * width + np.arange(band * width)  # (images, band pixels), may run past the image
@@ -236,7 +230,7 @@ class Fixpoint:
             while (todo := near & (position <= np.where(changed, position, pixels).min(1, keepdims=True))).any():
                 # the ties among the pixels this pass makes final (up to each image's first change,
                 # which a redraw may move), drawn again as the sequential sampler rounds them
-                self.redraw_near_ties(new, torch.from_numpy(todo).to(device).view_as(new), h, u, row)
+                self.redraw_near_ties(new, torch.from_numpy(todo).to(device).view_as(new), h, u, call_rows)
                 near &= ~todo
                 changed = (new.flatten(1) != old.flatten(1)).cpu().numpy() & movable
         merged = torch.where(torch.from_numpy(movable).to(device).view_as(new), new, old)

@@ -128,10 +128,9 @@ class Explorer:
         if self.model.autoregressive:
             from freyvae_cli import sampling
 
-            u = torch.rand(1, 1, HEIGHT, WIDTH, generator=torch.Generator().manual_seed(0))  # explore.decode's
             # each face drawn with the arithmetic of a draw of its own, however many are drawn with it
-            self.drawer = Drawer(lambda: sampling.Fixpoint(self.model, sampling.AT_ONCE, like_batch=1), self.lock, u,
-                                 self.drawer_thread)
+            self.drawer = Drawer(lambda: sampling.Fixpoint(self.model, sampling.AT_ONCE, like_batch=1), self.lock,
+                                 explore.pixel_noise(self.model), self.drawer_thread)
 
     @classmethod
     def build(cls, model, ckpt: dict, faces: np.ndarray, checkpoint: str, span: float,
