@@ -168,18 +168,11 @@ def manifold(model: VAE, directions: torch.Tensor, grid: int, centre: torch.Tens
 
     q = torch.tensor(norm.ppf(np.linspace(0.5 / grid, 1 - 0.5 / grid, grid)), dtype=torch.float32)
     centre = torch.zeros(model.latent_dim) if centre is None else centre
-    rows: list[np.ndarray] = []
-    for i in range(0, grid, 2):  # rows go from high to low along the second direction, like a y axis
-        pair = range(i, min(grid, i + 2))  # two rows a call: fuller passes (docs/performance.md)
-        z = torch.cat([centre + (q * scales[0]).unsqueeze(1) * directions[0] + float(q[grid - 1 - r]) * scales[1]
-                       * directions[1] for r in pair])
-        above = None  # a draw starts at the face above the pair: the same faces, sooner
-        if rows and model.autoregressive:
-            above = torch.from_numpy(np.round(rows[-1] * 255).astype(np.uint8)).unsqueeze(1).repeat(len(pair), 1, 1, 1)
-        faces = decode(model, z, start=above)
-        for k in range(len(pair)):
-            rows.append(faces[k * grid:(k + 1) * grid])
-            on_row()
+    rows = []
+    for i in range(grid):  # rows go from high to low along the second direction, like a y axis
+        z = centre + (q * scales[0]).unsqueeze(1) * directions[0] + float(q[grid - 1 - i]) * scales[1] * directions[1]
+        rows.append(decode(model, z))
+        on_row()
     return rows
 
 

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from freyvae_cli.cone import guess
 from freyvae_cli.heap import keep_freed_memory
 from freyvae_cli.likelihood import LEVELS
 
@@ -127,11 +128,15 @@ class Fixpoint:
     explore server keeps one, so a request that arrives joins the pass already running. Every face
     is drawn with the arithmetic of a sequential draw of `like_batch` images (masked_layers)."""
 
-    def __init__(self, model, room: int, like_batch: int, band: int = BAND) -> None:
+    def __init__(self, model, room: int, like_batch: int, band: int | None = None) -> None:
         keep_freed_memory()  # a pass frees and allocates the same buffers (60 faces' logits: 10 MB) again
-        self.model, self.room, self.band = model, room, band
         device = next(model.parameters()).device
         height, width = model.image_shape
+        # On a CPU each image starts from cone.guess, nearly always the answer: one pass over the
+        # whole image then confirms it. On a GPU passes are cheap and the guess's loop is not.
+        self.guessing = device.type == "cpu"
+        band = band or (height if self.guessing else BAND)
+        self.model, self.room, self.band = model, room, band
         self.pixels, self.width, self.rows = height * width, width, model.reach + height + band
         self.layers = masked_layers(model, like_batch, width)
         self.like_batch = like_batch
@@ -159,6 +164,8 @@ class Fixpoint:
         u = u.reshape(shape).expand(k, -1, -1, -1)
         start = None if start is None else start.reshape(shape).expand(k, -1, -1, -1)
         cond = self.model.condition(z.to(self.levels.device))
+        if start is None and self.guessing:
+            start = guess(self.model, cond, u)
         tickets = list(range(self.added, self.added + k))
         for i, t in enumerate(tickets):
             self.waiting.append(Waiting(t, [c[i] for c in cond], u[i], None if start is None else start[i]))
@@ -252,7 +259,7 @@ class Fixpoint:
 
 @torch.no_grad()
 def sample(model, z: torch.Tensor, u: torch.Tensor, start: torch.Tensor | None = None,
-           stats: dict | None = None, band: int = BAND, at_once: int = AT_ONCE) -> torch.Tensor:
+           stats: dict | None = None, band: int | None = None, at_once: int = AT_ONCE) -> torch.Tensor:
     """PixelVAE.sample's images (uint8, (B, 1, H, W)) for latents z (B, D), noise u and start
     images (uint8; one or B of each; start default black), by fixed-point iteration: each pass
     updates, in every image not yet final, the `band` rows from its first non-final row. At most

@@ -52,14 +52,13 @@ class Drawer:
     the draw, and the next requests start a fresh one."""
 
     def __init__(self, engine, lock: threading.Lock, noise: torch.Tensor, thread: bool = True) -> None:
-        self.engine = engine  # () -> a fresh Fixpoint: add(z, u, start) -> tickets, step() -> [(ticket, face)]
+        self.engine = engine  # () -> a fresh Fixpoint: add(z, u) -> tickets, step() -> [(ticket, face)]
         self.drawing = engine()
         self.lock, self.noise = lock, noise
         mutex = threading.Lock()
         self.work, self.ready = threading.Condition(mutex), threading.Condition(mutex)
         self.incoming: list[dict] = []
         self.flying: dict[int, dict] = {}  # ticket -> request
-        self.last: torch.Tensor | None = None  # the face drawn last (uint8): where the next draw starts
         if thread:
             threading.Thread(target=self.run, name="freyvae-drawer", daemon=True).start()
 
@@ -91,7 +90,7 @@ class Drawer:
         self.work.release()
         try:
             with self.lock:
-                tickets = [self.drawing.add(s["z"].unsqueeze(0), self.noise, self.last)[0] for s in joining]
+                tickets = [self.drawing.add(s["z"].unsqueeze(0), self.noise)[0] for s in joining]
                 done = self.drawing.step()
             error = None
         except Exception as e:  # every request in the draw hears of it, none hangs
@@ -106,7 +105,6 @@ class Drawer:
             self.flying.update(zip(tickets, joining, strict=True))
             for ticket, face in done:
                 self.flying.pop(ticket)["face"] = face[0].float().numpy() / 255.0
-                self.last = face  # a slider step changes little: the next draw starts here
         if done or error is not None:
             self.ready.notify_all()
 
