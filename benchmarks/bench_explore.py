@@ -86,6 +86,9 @@ def drag(url: str, moves: int = 30, seconds: float = 1.0) -> None:
         page.wait_for_selector("body[data-ready='1']", timeout=60000)
         while page.evaluate("state.inFlight || state.pending !== null"):
             page.wait_for_timeout(50)
+        # as a person does, drag once the page has settled: started at once, the drag's first
+        # request waited 260-490 ms in the browser, behind the page's own start-up requests
+        page.wait_for_load_state("networkidle")
         page.evaluate("performance.clearResourceTimings()")
         page.evaluate(DRAG_JS_COUNT)
         box = page.locator(".slider.pc input").first.bounding_box()

@@ -1,15 +1,14 @@
-"""PixelVAE's sampler, sequential (freyvae 0.1.0, tests/reference.py) against fixed-point
-(freyvae_cli/sampling.py), side by side in one run on a trained model, checking that they agree
-bit for bit.
+"""PixelVAE's sampler, sequential (freyvae 0.1.0, tests/reference.py) against the fast one
+(freyvae_cli/sampling.py: cone.guess confirmed by fixed-point passes) and the fixed-point iteration
+alone, side by side in one run on a trained model, checking that all agree bit for bit.
 
     python benchmarks/bench_sampling.py -c ../shared/models/pixelvae-321.pth --json
 
-Cases: one face at batch 1 (a new z each repetition, the two samplers interleaved), a batch of
---batch faces (the 20x20 manifold is 400), and a slider walk of 30 small steps drawn cold and from
-the face before (what `explore` does). --bands times other band heights of the fixed-point sampler,
---at-once other numbers of images in a pass (the batch's faces, per face).
-Milliseconds per call, median and range over the repetitions; --json prints one object on stdout.
-"""
+Cases: one face at batch 1 (a new z each repetition, the samplers interleaved) and a batch of
+--batch faces (the 20x20 manifold is 400); each also times the guess alone and counts the faces it
+got right. --bands times other band heights of the confirming passes, --at-once other numbers of
+images in a pass (the batch's faces, per face).
+Milliseconds per call, median and range over the repetitions; --json prints one object on stdout."""
 
 from __future__ import annotations
 
@@ -25,7 +24,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # tests/reference.py: the plain sequential sampler
 
-from freyvae_cli import checkpoint, sampling  # noqa: E402
+from freyvae_cli import checkpoint, cone, sampling  # noqa: E402
 from tests.reference import sequential_sample  # noqa: E402
 
 
@@ -41,17 +40,27 @@ def spread(values: list[float]) -> dict:
 
 
 def one_face(model, u, reps: int) -> dict:
-    seq, fast, passes, agree = [], [], [], True
+    """Each repetition a new z, drawn by the three, interleaved: the sequential sampler, the
+    fixed-point iteration alone (from a black image, 8-row bands: the sampler before cone.py), and
+    the sampler (cone.guess, confirmed by one pass)."""
+    seq, plain, fast, guessing, passes, agree, right = [], [], [], [], [], True, 0
+    black = torch.zeros(1, 1, 28, 20, dtype=torch.uint8)
     for r in range(reps):
         z = torch.randn(1, model.latent_dim, generator=torch.Generator().manual_seed(100 + r))
         t_seq, want = timed(lambda z=z: sequential_sample(model, z, u))
+        t_plain, before = timed(lambda z=z: sampling.sample(model, z, u, start=black, band=sampling.BAND))
         stats = {}
         t_fast, got = timed(lambda z=z, stats=stats: sampling.sample(model, z, u, stats=stats))
+        t_guess, guessed = timed(lambda z=z: cone.guess(model, model.condition(z), u))
         seq.append(t_seq)
+        plain.append(t_plain)
         fast.append(t_fast)
+        guessing.append(t_guess)
         passes.append(stats["passes"])
-        agree &= torch.equal(want, got)
-    return {"sequential_ms": spread(seq), "fixed_point_ms": spread(fast), "passes": passes, "agree": agree,
+        agree &= torch.equal(want, got) and torch.equal(want, before)
+        right += torch.equal(want, guessed)
+    return {"sequential_ms": spread(seq), "fixed_point_alone_ms": spread(plain), "sampler_ms": spread(fast),
+            "guess_ms": spread(guessing), "guessed_right": f"{right}/{reps}", "passes": passes, "agree": agree,
             "speedup": round(statistics.median(seq) / statistics.median(fast), 1)}
 
 
@@ -59,10 +68,15 @@ def a_batch(model, u, n: int) -> dict:
     z = torch.randn(n, model.latent_dim, generator=torch.Generator().manual_seed(7))
     stats = {}
     t_fast, got = timed(lambda: sampling.sample(model, z, u, stats=stats))
+    black = torch.zeros(1, 1, 28, 20, dtype=torch.uint8)
+    t_plain, before = timed(lambda: sampling.sample(model, z, u, start=black, band=sampling.BAND))
     t_seq, want = timed(lambda: sequential_sample(model, z, u))
-    return {"n": n, "sequential_ms": round(t_seq, 1), "fixed_point_ms": round(t_fast, 1), "passes": stats["passes"],
-            "passes_per_face": round(stats["image_passes"] / n, 1), "agree": torch.equal(want, got),
-            "speedup": round(t_seq / t_fast, 1)}
+    t_guess, guessed = timed(lambda: cone.guess(model, model.condition(z), u))
+    return {"n": n, "sequential_ms": round(t_seq, 1), "fixed_point_alone_ms": round(t_plain, 1),
+            "sampler_ms": round(t_fast, 1), "guess_ms": round(t_guess, 1),
+            "guessed_right": f"{int((guessed == want).flatten(1).all(1).sum())}/{n}", "passes": stats["passes"],
+            "passes_per_face": round(stats["image_passes"] / n, 2),
+            "agree": torch.equal(want, got) and torch.equal(want, before), "speedup": round(t_seq / t_fast, 1)}
 
 
 def at_once(model, u, counts: list[int], n: int, reps: int) -> dict:
@@ -76,24 +90,6 @@ def at_once(model, u, counts: list[int], n: int, reps: int) -> dict:
             first = got if first is None else first
             assert torch.equal(got, first), k  # the same faces whatever the number in a pass
     return {k: spread(v) for k, v in found.items()}
-
-
-def slider_walk(model, u, steps: int = 30, step: float = 0.1) -> dict:
-    """A drag along the highest-variance dimension: each face cold, and from the face before."""
-    z = torch.zeros(steps, model.latent_dim)
-    z[:, 0] = torch.arange(steps) * step - 1.5
-    cold, warm, passes = [], [], []
-    before = None
-    for i in range(steps):
-        zi, stats = z[i:i + 1], {}
-        t, want = timed(lambda zi=zi: sampling.sample(model, zi, u))
-        cold.append(t)
-        t, got = timed(lambda zi=zi, start=before, stats=stats: sampling.sample(model, zi, u, start=start, stats=stats))
-        warm.append(t)
-        passes.append(stats["passes"])
-        assert torch.equal(want, got)
-        before = got
-    return {"steps": steps, "step": step, "cold_ms": spread(cold), "warm_ms": spread(warm), "warm_passes": passes}
 
 
 def bands(model, u, heights: list[int], n: int, reps: int) -> dict:
@@ -120,9 +116,8 @@ def main() -> None:
     if not model.autoregressive:
         raise SystemExit(f"{args.checkpoint} is not a PixelVAE: nothing to sample pixel by pixel")
     u = torch.rand(1, 1, 28, 20, generator=torch.Generator().manual_seed(0))
-    result = {"checkpoint": args.checkpoint, "threads": torch.get_num_threads(), "band": sampling.BAND,
-              "at_once": sampling.AT_ONCE,
-              "one_face": one_face(model, u, args.reps), "slider_walk": slider_walk(model, u)}
+    result = {"checkpoint": args.checkpoint, "threads": torch.get_num_threads(), "at_once": sampling.AT_ONCE,
+              "one_face": one_face(model, u, args.reps)}
     if args.batch:
         result["batch"] = a_batch(model, u, args.batch)
     if args.at_once:

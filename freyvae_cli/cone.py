@@ -46,12 +46,13 @@ def _taps(layer) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 @lru_cache(maxsize=8)
 def _schedule(height: int, width: int, offsets: tuple[tuple[tuple[int, ...], tuple[int, ...]], ...]):
-    """The wavefront: for each step, the pixels drawn (flat positions) and, for each layer, where
-    they are in its padded grid and where each one's taps are. A row may start once the row above
-    is `lag` columns ahead of it, more than any tap reaches to the right in the rows above."""
+    """The wavefront: the pixels in the order drawn (flat positions), and for each step, which of
+    them it draws (a slice of that order) and, for each layer, where they are in its padded grid
+    and where their taps are. A row may start once the row above is `lag` columns ahead of it, more
+    than any tap reaches to the right in the rows above."""
     lag = 1 + max(max((dx // -dy for dy, dx in zip(*o, strict=True) if dy < 0), default=0) for o in offsets)
     sizes = [(height - min(dy)) * (width + 2 * max(-min(dx), max(dx))) for dy, dx in offsets]
-    steps = []
+    order, steps = [], []
     for t in range(width + lag * (height - 1)):
         rows = np.arange(height)
         rows = rows[(t - lag * rows >= 0) & (t - lag * rows < width)]
@@ -62,8 +63,9 @@ def _schedule(height: int, width: int, offsets: tuple[tuple[tuple[int, ...], tup
             grid_width = width + 2 * side
             at = (rows + top) * grid_width + cols + side
             grids.append((at, at[:, None] + np.array(dy) * grid_width + np.array(dx)))  # (n,), (n, taps)
-        steps.append((rows * width + cols, grids))
-    return steps, sizes
+        steps.append((slice(len(order), len(order) + len(rows)), grids))
+        order += (rows * width + cols).tolist()
+    return np.array(order), steps, sizes
 
 
 @torch.no_grad()
@@ -75,29 +77,30 @@ def guess(model, cond: list[torch.Tensor], u: torch.Tensor) -> torch.Tensor:
                           for i in range(0, len(cond[0]), AT_ONCE)])
     layers = [model.image_in, *model.blocks]
     taps = [_taps(m) for m in layers]
-    steps, sizes = _schedule(*model.image_shape, tuple((tuple(dy), tuple(dx)) for dy, dx, _ in taps))
+    order, steps, sizes = _schedule(*model.image_shape, tuple((tuple(dy), tuple(dx)) for dy, dx, _ in taps))
     to_logits, logit_bias = _numpy(model.to_logits.weight.flatten(1)).T.copy(), _numpy(model.to_logits.bias)
 
-    c = [_numpy(t).transpose(0, 2, 3, 1).reshape(len(t), -1, t.shape[1]) for t in cond] + [0.0]  # (B, pixels, C)
+    # (B, pixels, C), the pixels in the order drawn, so that each step's are a slice
+    c = [_numpy(t).transpose(0, 2, 3, 1).reshape(len(t), -1, t.shape[1])[:, order] for t in cond] + [0.0]
     batch, pixels, _ = c[0].shape
     given = [c[0] + c[1] + _numpy(model.image_in.bias)]  # what each layer's s gets from z and the biases
     given += [c[k + 2] - c[k + 1] + _numpy(b.bias) for k, b in enumerate(model.blocks)]
-    u = np.broadcast_to(_numpy(u).reshape(-1, pixels), (batch, pixels))
+    u = np.broadcast_to(_numpy(u).reshape(-1, pixels)[:, order, None], (batch, pixels, 1))
     # each layer's input on its padded grid: the image (levels / 255) for the first, relu(s_k) after
     grids = [np.zeros((batch, size, m.in_channels), np.float32) for size, m in zip(sizes, layers, strict=True)]
-    out = np.zeros((batch, pixels), np.uint8)
-    s = None
-    for at, where in steps:
-        for k, (grid, (_, _, weight)) in enumerate(zip(grids, taps, strict=True)):
+    levels = np.zeros((batch, pixels), np.int64)
+    for drawn, where in steps:
+        s = given[0][:, drawn] + grids[0][:, where[0][1]].reshape(batch, -1, len(taps[0][0])) @ taps[0][2]
+        for k in range(1, len(layers)):
             here, reads = where[k]
-            if k:
-                grid[:, here] = np.maximum(s, 0)
-            product = grid[:, reads].reshape(batch, len(at), -1) @ weight  # (B, n, C)
-            s = product + given[k][:, at] + (s if k else 0)
+            grids[k][:, here] = np.maximum(s, 0)
+            s = s + given[k][:, drawn] + grids[k][:, reads].reshape(batch, len(here), -1) @ taps[k][2]
         logits = np.maximum(s, 0) @ to_logits
         logits += logit_bias
         cdf = np.exp(logits - logits.max(-1, keepdims=True)).cumsum(-1)
-        level = np.minimum((cdf < u[:, at, None] * cdf[..., -1:]).sum(-1), LEVELS - 1)
-        out[:, at] = level
-        grids[0][:, where[0][0], 0] = level / (LEVELS - 1)
-    return torch.from_numpy(out).view(batch, 1, *model.image_shape)
+        level = (cdf < u[:, drawn] * cdf[..., -1:]).sum(-1)  # 256 only if rounding puts u past the last step
+        levels[:, drawn] = level
+        grids[0][:, where[0][0], 0] = level * (1 / (LEVELS - 1))
+    out = np.empty_like(levels)
+    out[:, order] = np.minimum(levels, LEVELS - 1)
+    return torch.from_numpy(out.astype(np.uint8)).view(batch, 1, *model.image_shape)

@@ -64,6 +64,11 @@ def explore(
         if explorer.drawer is None:
             server.serve_forever()
         else:  # PixelVAE's passes run on this, the main thread: torch runs them fastest here
+            import torch
+
+            # one face at a time, beside a browser: a second torch thread waits on a busy core (a
+            # confirming pass's p95 was 144 ms with a competing process, 7 ms on one thread)
+            torch.set_num_threads(1)
             threading.Thread(target=server.serve_forever, daemon=True).start()
             explorer.drawer.run()
     except KeyboardInterrupt:
