@@ -147,6 +147,8 @@ class Fixpoint:
         # Rows are kept outermost (place, row, channel, column), so that a window is whole rows.
         channels = model.image_in.out_channels
         self.cond = [torch.zeros(room, self.rows, channels, width, device=device) for _ in range(1 + len(model.blocks))]
+        for c in self.cond:  # the padding, set once: a place's image goes between, each time it is taken
+            c[:, :model.reach] = -float("inf")
         self.levels = torch.zeros(room, self.rows, 1, width, dtype=torch.long, device=device)
         self.noise = torch.zeros(room, self.rows, 1, width, device=device)
         self.final = np.full(room, -1, dtype=np.int64)  # per place: the pixels before this are final; -1 free
@@ -184,10 +186,10 @@ class Fixpoint:
             return
         joining, self.waiting = self.waiting[:free.size], self.waiting[free.size:]
         reach, height = self.model.reach, self.model.image_shape[0]
-        places = torch.from_numpy(free).to(self.levels.device)
-        cond = [torch.stack(c) for c in zip(*[j.cond for j in joining], strict=True)]
-        for mine, c in zip(self.cond, cond, strict=True):
-            mine[places] = F.pad(F.pad(c, (0, 0, reach, 0), value=-float("inf")), (0, 0, 0, self.band)).transpose(1, 2)
+        together = free[-1] - free[0] + 1 == free.size  # places side by side: a slice, copied to in place
+        places = slice(int(free[0]), int(free[-1]) + 1) if together else torch.from_numpy(free).to(self.levels.device)
+        for k, mine in enumerate(self.cond):
+            mine[places, reach:reach + height] = torch.stack([j.cond[k].transpose(0, 1) for j in joining])
         self.noise[places, reach:reach + height] = torch.stack([j.u for j in joining]).to(self.noise).transpose(1, 2)
         self.levels[places] = 0
         for place, j in zip(free, joining, strict=True):
