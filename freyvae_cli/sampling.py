@@ -13,8 +13,9 @@ Each image has its own band, starting at its own first non-final row, so a face 
 ahead never waits for, nor recomputes rows already final for, one that lags. A pass reads a window
 of `reach` rows above the band (what the band's pixels see), and each layer computes only the rows
 the layers after it read. An image leaves the pass once final, and the next one waiting takes its
-place (Fixpoint), so passes stay full. A start image close to the answer (the face drawn for the
-slider's last position) may need fewer passes.
+place (Fixpoint), so passes stay full. A start image close to the answer needs fewer passes: on a
+CPU each image starts from cone.guess, the sequential draw in NumPy's arithmetic, nearly always
+the very face, and one pass over the whole image confirms it.
 
 Exactly the same faces means the same arithmetic, and torch's rounds differently by batch size: a
 3x3 convolution of one image runs as im2col, of several through oneDNN; the decoder's matrix
