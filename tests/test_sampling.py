@@ -36,6 +36,8 @@ def test_tiny_model_from_its_guess_from_black_from_noise_and_from_another_face(t
     z = torch.randn(5, 3, generator=torch.Generator().manual_seed(1))
     want = sequential_sample(tiny, z, noise())
     assert torch.equal(cone.guess(tiny, tiny.condition(z), noise()), want)  # the guess: the very faces here
+    each = torch.rand(5, 1, 28, 20, generator=torch.Generator().manual_seed(4))  # a noise for each face
+    assert torch.equal(cone.guess(tiny, tiny.condition(z), each), sequential_sample(tiny, z, each))
     stats = {}
     assert torch.equal(sampling.sample(tiny, z, noise(), stats=stats), want)
     assert stats["passes"] == 1  # from the guess, one pass over the whole image confirms it
