@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from freyvae_cli import matfile
 from freyvae_cli.errors import FreyError, UsageError
 from freyvae_cli.files import atomic_write
 
@@ -114,7 +115,8 @@ def parse_mat(raw: bytes, where: str) -> np.ndarray:
     v73 = f"{where} is a MATLAB v7.3 (HDF5) file; save it with -v7 (scipy reads v7 and older)"
     if raw[:8] == b"\x89HDF\r\n\x1a\n" or raw[512:520] == b"\x89HDF\r\n\x1a\n":
         raise DataError(v73)
-    status, result = _read_mat_isolated(raw)
+    plain = matfile.read(raw)  # a plain file, such as the Frey Face file, without importing scipy
+    status, result = ("ok", (list(plain), plain.get("ff"))) if plain is not None else _read_mat_isolated(raw)
     if status == "error":
         if result == "NotImplementedError":
             raise DataError(v73)
