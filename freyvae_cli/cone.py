@@ -10,7 +10,7 @@ can be drawn at step c + 4r: row r runs 4 columns behind row r - 1, 5 rows toget
 for 560 pixels (a wavefront).
 
 Its sums are NumPy's, not torch's, so a pixel whose noise lies within a rounding of a step of its
-CDF may take the next level: about one face in 130 of the trained PixelVAE. sampling.Fixpoint takes
+CDF may take the next level: 5 faces in 2400 of the trained PixelVAE (docs/performance.md). sampling.Fixpoint takes
 the guess as its start and checks every pixel with torch's own arithmetic, so the faces are the
 sequential sampler's, bit for bit, whatever the guess.
 
@@ -28,7 +28,7 @@ import torch
 
 from freyvae_cli.likelihood import LEVELS
 
-AT_ONCE = 100  # faces a guess draws together: their layers' outputs (1.3 MB a face) are held together
+AT_ONCE = 100  # faces a guess draws together: their conditions and layer outputs (about 1 MB a face) are held together
 
 
 def _numpy(t: torch.Tensor) -> np.ndarray:
