@@ -61,20 +61,15 @@ def pixel_noise(model: VAE, seed: int = 0) -> torch.Tensor:
 
 
 @torch.no_grad()
-def decode(model: VAE, z: torch.Tensor, batch: int = 1024, noise_seed: int = 0,
-           start: torch.Tensor | None = None) -> np.ndarray:
+def decode(model: VAE, z: torch.Tensor, batch: int = 1024, noise_seed: int = 0) -> np.ndarray:
     """The face for each latent vector, as (n, 28, 20) floats in [0, 1]: the mean image, or for an
-    autoregressive decoder one draw with the uniform pixel noise of `noise_seed` shared by all
-    (its search starting from `start`: uint8 faces near the answers, one for all or one per z: the
-    same faces, sooner)."""
+    autoregressive decoder one draw with the uniform pixel noise of `noise_seed` shared by all."""
     device = next(model.parameters()).device
     if model.autoregressive:
         from freyvae_cli.sampling import CHUNK
 
         u = pixel_noise(model, noise_seed)
-        each = start is not None and len(start) == len(z) > 1
-        out = [model.sample(z[i:i + CHUNK].to(device), u, start[i:i + CHUNK] if each else start).cpu().float() / 255.0
-               for i in range(0, len(z), CHUNK)]
+        out = [model.sample(z[i:i + CHUNK].to(device), u).cpu().float() / 255.0 for i in range(0, len(z), CHUNK)]
     else:
         out = [mean_image(model.decode(z[i:i + batch].to(device)), model.likelihood).cpu()
                for i in range(0, len(z), batch)]

@@ -325,3 +325,22 @@ class ExploreServer(ThreadingHTTPServer):
     @property
     def url(self) -> str:
         return f"http://{self.server_address[0]}:{self.server_address[1]}/"
+
+    def run(self) -> None:
+        """Serve until interrupted (KeyboardInterrupt), then close. An explorer built with
+        drawer_thread=False draws PixelVAE's faces on this, the calling thread (the main one: torch
+        runs a pass fastest there), and the HTTP server runs on another."""
+        drawer = self.explorer.drawer
+        try:
+            if drawer is None:
+                self.serve_forever()
+            else:
+                # one face at a time, beside a browser: a second torch thread waits on a busy core
+                # (a confirming pass's p95 was 144 ms with a competing process, 7 ms on one thread)
+                torch.set_num_threads(1)
+                threading.Thread(target=self.serve_forever, daemon=True).start()
+                drawer.run()
+        finally:
+            if drawer is not None:
+                self.shutdown()
+            self.server_close()

@@ -35,7 +35,6 @@ def explore(
 ) -> None:
     """The latent space live in the browser: sliders, the latent map, interpolation (Ctrl-C stops)."""
     import signal
-    import threading
 
     from freyvae_cli.server import Explorer, ExploreServer
 
@@ -61,19 +60,6 @@ def explore(
 
         webbrowser.open(server.url)
     try:
-        if explorer.drawer is None:
-            server.serve_forever()
-        else:  # PixelVAE's passes run on this, the main thread: torch runs them fastest here
-            import torch
-
-            # one face at a time, beside a browser: a second torch thread waits on a busy core (a
-            # confirming pass's p95 was 144 ms with a competing process, 7 ms on one thread)
-            torch.set_num_threads(1)
-            threading.Thread(target=server.serve_forever, daemon=True).start()
-            explorer.drawer.run()
+        server.run()
     except KeyboardInterrupt:
         ui.info("stopped")
-    finally:
-        if explorer.drawer is not None:
-            server.shutdown()
-        server.server_close()
