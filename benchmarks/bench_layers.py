@@ -14,7 +14,7 @@ import time
 import torch
 from torch import nn
 
-from freyvae_cli.model import VAE
+from freyvae_cli.vae import VAE
 
 BATCH = 32
 

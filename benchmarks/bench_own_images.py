@@ -22,10 +22,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from freyvae_cli import checkpoint, explore
-from freyvae_cli.data import load_faces
-from freyvae_cli.datasets import load_data
-from freyvae_cli.images import to_face
+from freyvae_cli import checkpoint, latent
+from freyvae_cli.data.frey import load_faces
+from freyvae_cli.data.images import to_face
+from freyvae_cli.data.sources import load_data
 
 
 def as_photo(face: np.ndarray, framed: bool) -> Image.Image:
@@ -43,12 +43,12 @@ def as_photo(face: np.ndarray, framed: bool) -> Image.Image:
 
 
 def tolerance(model, x: torch.Tensor) -> dict:
-    mu0, logvar0 = explore.encode(model, x)
+    mu0, logvar0 = latent.encode(model, x)
     sd0 = torch.exp(0.5 * logvar0)
     out = {}
     for kind in ("jpeg", "framed"):
         back = np.stack([to_face(as_photo(f, kind == "framed")) for f in x[:, 0].numpy()])
-        mu1 = explore.encode(model, torch.from_numpy(back).unsqueeze(1))[0]
+        mu1 = latent.encode(model, torch.from_numpy(back).unsqueeze(1))[0]
         shift = (((mu1 - mu0) / sd0) ** 2).mean(1).sqrt()
         own = (torch.cdist(mu1, mu0).argmin(1) == torch.arange(len(x))).sum()
         out[kind] = {"grey_levels_off": float(np.abs(back.astype(int) - x[:, 0].numpy().astype(int)).mean()),
@@ -58,7 +58,7 @@ def tolerance(model, x: torch.Tensor) -> dict:
 
 
 def elbo_table(model, x: torch.Tensor) -> dict:
-    neg = explore.encode_with_elbo(model, x)[2]
+    neg = latent.encode_with_elbo(model, x)[2]
     probes = {"test face 0": x[:1], "test face 0 upside down": x[:1].flip(2),
               "all white": torch.full((1, 1, 28, 20), 255, dtype=torch.uint8),
               "all mid grey": torch.full((1, 1, 28, 20), 128, dtype=torch.uint8),
@@ -66,7 +66,7 @@ def elbo_table(model, x: torch.Tensor) -> dict:
                                              generator=torch.Generator().manual_seed(0))}
     table = {"test faces, mean": float(neg.mean()), "test faces, 5%": float(neg.quantile(0.05)),
              "test faces, 95%": float(neg.quantile(0.95))}
-    table.update({name: float(explore.encode_with_elbo(model, probe)[2][0]) for name, probe in probes.items()})
+    table.update({name: float(latent.encode_with_elbo(model, probe)[2][0]) for name, probe in probes.items()})
     return table
 
 
@@ -98,7 +98,7 @@ def main() -> None:
     faces = load_faces(args.data)
     for path in args.checkpoint:
         model, ckpt = checkpoint.load_model(path)
-        x, _ = explore.split_images(ckpt, faces, "test")
+        x, _ = latent.split_images(ckpt, faces, "test")
         print(f"== {path} ({ckpt['config'].get('model', 'seed')} model)")
         for kind, row in tolerance(model, x[:args.faces]).items():
             print(f"  {kind:<7} " + ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"

@@ -1,5 +1,5 @@
 """PixelVAE's sampler, sequential (freyvae 0.1.0, tests/reference.py) against the fast one
-(freyvae_cli/sampling.py: cone.guess confirmed by fixed-point passes) and the fixed-point iteration
+(freyvae_cli/sampler.py: guess.guess confirmed by fixed-point passes) and the fixed-point iteration
 alone, side by side in one run on a trained model, checking that all agree bit for bit.
 
     python benchmarks/bench_sampling.py -c ../shared/models/pixelvae-321.pth --json
@@ -24,7 +24,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # tests/reference.py: the plain sequential sampler
 
-from freyvae_cli import checkpoint, cone, sampling  # noqa: E402
+from freyvae_cli import checkpoint  # noqa: E402
+from freyvae_cli.pixelvae import guess, sampler  # noqa: E402
 from tests.reference import sequential_sample  # noqa: E402
 
 
@@ -41,17 +42,17 @@ def spread(values: list[float]) -> dict:
 
 def one_face(model, u, reps: int) -> dict:
     """Each repetition a new z, drawn by the three, interleaved: the sequential sampler, the
-    fixed-point iteration alone (from a black image, 8-row bands: the sampler before cone.py), and
-    the sampler (cone.guess, confirmed by one pass)."""
+    fixed-point iteration alone (from a black image, 8-row bands: the sampler before guess.py), and
+    the sampler (guess.guess, confirmed by one pass)."""
     seq, plain, fast, guessing, passes, agree, right = [], [], [], [], [], True, 0
     black = torch.zeros(1, 1, 28, 20, dtype=torch.uint8)
     for r in range(reps):
         z = torch.randn(1, model.latent_dim, generator=torch.Generator().manual_seed(100 + r))
         t_seq, want = timed(lambda z=z: sequential_sample(model, z, u))
-        t_plain, before = timed(lambda z=z: sampling.sample(model, z, u, start=black, band=sampling.BAND))
+        t_plain, before = timed(lambda z=z: sampler.sample(model, z, u, start=black, band=sampler.BAND))
         stats = {}
-        t_fast, got = timed(lambda z=z, stats=stats: sampling.sample(model, z, u, stats=stats))
-        t_guess, guessed = timed(lambda z=z: cone.guess(model, model.condition(z), u))
+        t_fast, got = timed(lambda z=z, stats=stats: sampler.sample(model, z, u, stats=stats))
+        t_guess, guessed = timed(lambda z=z: guess.guess(model, model.condition(z), u))
         seq.append(t_seq)
         plain.append(t_plain)
         fast.append(t_fast)
@@ -67,11 +68,11 @@ def one_face(model, u, reps: int) -> dict:
 def a_batch(model, u, n: int) -> dict:
     z = torch.randn(n, model.latent_dim, generator=torch.Generator().manual_seed(7))
     stats = {}
-    t_fast, got = timed(lambda: sampling.sample(model, z, u, stats=stats))
+    t_fast, got = timed(lambda: sampler.sample(model, z, u, stats=stats))
     black = torch.zeros(1, 1, 28, 20, dtype=torch.uint8)
-    t_plain, before = timed(lambda: sampling.sample(model, z, u, start=black, band=sampling.BAND))
+    t_plain, before = timed(lambda: sampler.sample(model, z, u, start=black, band=sampler.BAND))
     t_seq, want = timed(lambda: sequential_sample(model, z, u))
-    t_guess, guessed = timed(lambda: cone.guess(model, model.condition(z), u))
+    t_guess, guessed = timed(lambda: guess.guess(model, model.condition(z), u))
     return {"n": n, "sequential_ms": round(t_seq, 1), "fixed_point_alone_ms": round(t_plain, 1),
             "sampler_ms": round(t_fast, 1), "guess_ms": round(t_guess, 1),
             "guessed_right": f"{int((guessed == want).flatten(1).all(1).sum())}/{n}", "passes": stats["passes"],
@@ -85,7 +86,7 @@ def at_once(model, u, counts: list[int], n: int, reps: int) -> dict:
     found, first = {k: [] for k in counts}, None
     for r in range(reps):
         for k in counts if r % 2 == 0 else counts[::-1]:
-            t, got = timed(lambda k=k: sampling.sample(model, z, u, at_once=k))
+            t, got = timed(lambda k=k: sampler.sample(model, z, u, at_once=k))
             found[k].append(t / n)
             first = got if first is None else first
             assert torch.equal(got, first), k  # the same faces whatever the number in a pass
@@ -97,9 +98,9 @@ def bands(model, u, heights: list[int], n: int, reps: int) -> dict:
     zs = [torch.randn(1, model.latent_dim, generator=torch.Generator().manual_seed(200 + r)) for r in range(reps)]
     big = torch.randn(n, model.latent_dim, generator=torch.Generator().manual_seed(7))
     for band in heights:
-        one = [timed(lambda z=z, band=band: sampling.sample(model, z, u, band=band))[0] for z in zs]
+        one = [timed(lambda z=z, band=band: sampler.sample(model, z, u, band=band))[0] for z in zs]
         found[band] = {"one_face_ms": spread(one), f"batch_{n}_ms": round(timed(
-            lambda band=band: sampling.sample(model, big, u, band=band))[0], 1)}
+            lambda band=band: sampler.sample(model, big, u, band=band))[0], 1)}
     return found
 
 
@@ -116,7 +117,7 @@ def main() -> None:
     if not model.autoregressive:
         raise SystemExit(f"{args.checkpoint} is not a PixelVAE: nothing to sample pixel by pixel")
     u = torch.rand(1, 1, 28, 20, generator=torch.Generator().manual_seed(0))
-    result = {"checkpoint": args.checkpoint, "threads": torch.get_num_threads(), "at_once": sampling.AT_ONCE,
+    result = {"checkpoint": args.checkpoint, "threads": torch.get_num_threads(), "at_once": sampler.AT_ONCE,
               "one_face": one_face(model, u, args.reps)}
     if args.batch:
         result["batch"] = a_batch(model, u, args.batch)

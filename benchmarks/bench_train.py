@@ -18,17 +18,20 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from freyvae_cli.config import TrainConfig
-from freyvae_cli.data import load_faces, pixel_hash, split_indices
-from freyvae_cli.fast import relu_then_pool, transposed_conv_as
-from freyvae_cli.model import VAE
-from freyvae_cli.train import train
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/reference.py: the plain variants
+
+from freyvae_cli.config import TrainConfig  # noqa: E402
+from freyvae_cli.data.frey import load_faces, pixel_hash, split_indices  # noqa: E402
+from freyvae_cli.train import train  # noqa: E402
+from freyvae_cli.vae import VAE  # noqa: E402
+from tests.reference import relu_then_pool, transposed_conv_as  # noqa: E402
 
 
 def flop_count(model: VAE) -> float:

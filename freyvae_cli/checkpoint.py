@@ -16,10 +16,10 @@ from pathlib import Path
 
 import torch
 
+from freyvae_cli.atomic_files import atomic_write
 from freyvae_cli.config import LIKELIHOODS, MODELS, TrainConfig
 from freyvae_cli.errors import FreyError
-from freyvae_cli.files import atomic_write
-from freyvae_cli.model import VAE
+from freyvae_cli.vae import VAE
 
 FORMAT = "freyvae-checkpoint-1"
 DEFAULT_PATH = "runs/vae_final_model.pth"
@@ -96,7 +96,7 @@ def _plain_names(files: object) -> bool:
 def new_model(cfg: TrainConfig) -> VAE:
     """A freshly initialised model of the config's kind."""
     if cfg.model == "pixelvae":
-        from freyvae_cli.pixelvae import PixelVAE
+        from freyvae_cli.pixelvae.model import PixelVAE
 
         return PixelVAE(cfg.latent_dim, cfg.likelihood, dropout=cfg.dropout)
     return VAE(cfg.latent_dim, cfg.likelihood)
@@ -133,8 +133,8 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[VA
 def load_with_data(path: Path, device: torch.device, data: Path | None, warn: Callable[[str], None]):
     """The model, its checkpoint and the faces it was trained on (data.data_path says which file).
     Data with fewer images than the split is refused; other pixels only get a warning."""
-    from freyvae_cli.data import data_path, pixel_hash
-    from freyvae_cli.datasets import load_data
+    from freyvae_cli.data.frey import data_path, pixel_hash
+    from freyvae_cli.data.sources import load_data
 
     model, ckpt = load_model(path, device)
     where = data_path(data, ckpt["config"].get("data", ""))

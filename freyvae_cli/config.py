@@ -101,7 +101,7 @@ def check_options(options: dict, explicit: set[str]) -> None:
 
 def _place(cfg: TrainConfig, options: dict, explicit: set[str], resume: Path | None, resumed: dict | None) -> None:
     """Where a run reads and writes: its data, its folder, its TensorBoard folder, and its epochs."""
-    from freyvae_cli.data import default_data_path
+    from freyvae_cli.data.frey import default_data_path
 
     if resumed is None:
         cfg.data, cfg.out = str(options.get("data") or default_data_path()), str(options.get("out") or "runs")

@@ -13,10 +13,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from freyvae_cli.fast import native_bf16
-from freyvae_cli.heap import keep_freed_memory
 from freyvae_cli.likelihood import bits_per_dim, kl_divergence, log_likelihood
-from freyvae_cli.model import VAE
+from freyvae_cli.speedups import keep_freed_memory, native_bf16
+from freyvae_cli.vae import VAE
 
 LOG_2PI = math.log(2 * math.pi)
 INACTIVE_KL = 0.05  # nats: below this a dimension barely changes the decoded face (see traverse)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from freyvae_cli.files import atomic_write, check_writable
+from freyvae_cli.atomic_files import atomic_write, check_writable
 
 GRID_FORMATS = ("png", "jpg", "jpeg", "bmp", "tif", "tiff", "webp", "gif")
 PLOT_FORMATS = ("png", "pdf", "svg", "jpg", "jpeg")

@@ -10,7 +10,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from freyvae_cli.data import PIXELS
+from freyvae_cli.data.frey import PIXELS
 
 LEVELS = 256  # 8-bit pixels, for the discrete likelihoods
 OUT_CHANNELS = {"bernoulli": 1, "logistic": 2, "categorical": LEVELS}

@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from freyvae_cli.atomic_files import check_writable
 from freyvae_cli.config import RESUME_MUST_MATCH, TrainConfig
 from freyvae_cli.errors import FreyError, UsageError
-from freyvae_cli.files import check_writable
 
 FINAL_NAME = "vae_final_model.pth"
 BEST_NAME = "vae_best_model.pth"  # the best validation loss so far, where a validation split exists

@@ -38,7 +38,7 @@ class TensorBoardLog:
     def epoch(self, record: dict, model, x_test: torch.Tensor) -> None:
         """Scalars of one epoch record (nats per image), the test set's KL per latent dimension, and
         every checkpoint_every epochs the first test faces above their reconstructions."""
-        from freyvae_cli import explore, figures
+        from freyvae_cli import figures, latent
 
         step = record["epoch"]
         for figure in FIGURES:
@@ -49,11 +49,11 @@ class TensorBoardLog:
         was_training = model.training
         model.eval()
         x = x_test.cpu()
-        for d, kl in enumerate(explore.kl_per_dim(model, x)):
+        for d, kl in enumerate(latent.kl_per_dim(model, x)):
             self.writer.add_scalar(f"kl_per_dim/{d:02d}", float(kl), step)
         every = self.cfg.checkpoint_every
         if every > 0 and step % every == 0:
-            originals, recons = explore.reconstruct(model, x[:N_FACES])
+            originals, recons = latent.reconstruct(model, x[:N_FACES])
             grid = np.asarray(figures.face_grid([originals, recons], scale=2), dtype=np.float32) / 255.0
             self.writer.add_image("reconstructions", grid[None], step)
         model.train(was_training)

@@ -20,15 +20,14 @@ import numpy as np
 import torch
 
 from freyvae_cli import __version__, checkpoint
+from freyvae_cli.atomic_files import write_text
 from freyvae_cli.config import TrainConfig
-from freyvae_cli.data import literature_split, split_indices
+from freyvae_cli.data.frey import literature_split, split_indices
 from freyvae_cli.errors import FreyError, UsageError
-from freyvae_cli.fast import native_bf16
-from freyvae_cli.files import write_text
-from freyvae_cli.heap import keep_freed_memory
 from freyvae_cli.likelihood import neg_elbo
-from freyvae_cli.model import VAE  # the base class of every model
 from freyvae_cli.runs import BEST_NAME, FINAL_NAME, INTERRUPTED_NAME, TrainResult, best_epoch, history_csv
+from freyvae_cli.speedups import keep_freed_memory, native_bf16
+from freyvae_cli.vae import VAE  # the base class of every model
 
 EVAL_SEED_OFFSET = 2  # test-loss noise has its own generator so evaluating never shifts training
 

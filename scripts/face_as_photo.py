@@ -11,7 +11,7 @@ import argparse
 
 from PIL import Image
 
-from freyvae_cli import checkpoint, explore
+from freyvae_cli import checkpoint, latent
 
 
 def main() -> None:
@@ -21,7 +21,7 @@ def main() -> None:
     ap.add_argument("--out", default="my_face", help="writes OUT.jpg and OUT_framed.png")
     args = ap.parse_args()
     _, ckpt, faces = checkpoint.load_with_data(args.checkpoint, "cpu", None, print)  # whatever its data was
-    face = explore.split_images(ckpt, faces, "test")[0][args.face, 0].numpy()
+    face = latent.split_images(ckpt, faces, "test")[0][args.face, 0].numpy()
     photo = Image.fromarray(face).resize((200, 280), Image.Resampling.BICUBIC).convert("RGB")
     photo.save(f"{args.out}.jpg", quality=90)
     framed = Image.new("RGB", (640, 480), (250, 250, 250))  # margins left and right: the crop's to remove

@@ -16,8 +16,8 @@ import threading
 from playwright.sync_api import sync_playwright
 
 from freyvae_cli import checkpoint as ck
-from freyvae_cli.data import load_faces
-from freyvae_cli.server import Explorer, ExploreServer
+from freyvae_cli.data.frey import load_faces
+from freyvae_cli.explore_server import Explorer, ExploreServer
 
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]

@@ -14,8 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from freyvae_cli import checkpoint, matfile
-from freyvae_cli.data import DataError, _check_ff, _read_mat_isolated, parse_mat
+from freyvae_cli import checkpoint
+from freyvae_cli.data import matfile
+from freyvae_cli.data.frey import DataError, _check_ff, _read_mat_isolated, parse_mat
 from tests.conftest import main_in_process, make_faces, run_freyvae, write_mat
 
 
@@ -64,7 +65,7 @@ def test_bad_data_file(case, tmp_path):
 
 def test_bad_data_messages_say_what_is_wrong(tmp_path):
     files = _bad_data_files(tmp_path)
-    from freyvae_cli.data import load_faces
+    from freyvae_cli.data.frey import load_faces
 
     expect = {"missing": "not found", "empty": "empty", "not MATLAB": "not a readable MATLAB",
               "MATLAB v7.3 (HDF5)": "v7.3", "no ff key": "no variable 'ff'", "wrong shape": "shape (100, 50)",

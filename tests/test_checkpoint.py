@@ -10,7 +10,7 @@ import torch
 
 from freyvae_cli import checkpoint
 from freyvae_cli.cli import app
-from freyvae_cli.model import VAE
+from freyvae_cli.vae import VAE
 
 
 def test_round_trip_gives_the_same_model(trained):

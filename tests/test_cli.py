@@ -70,7 +70,7 @@ def test_reconstruct_grid_shows_the_test_images_above(runner, trained, small_mat
     assert (img[:title_h] < 128).any()  # the title is drawn
     img = img[title_h:]
     ckpt = torch.load(trained, weights_only=True)
-    from freyvae_cli.data import load_faces
+    from freyvae_cli.data.frey import load_faces
 
     first = load_faces(small_mat)[int(ckpt["split"]["test"][0])]
     assert np.array_equal(img[sep:sep + 56:2, sep:sep + 40:2], first)  # top-left tile is the first test face

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from freyvae_cli.cli import app
-from freyvae_cli.data import DataError, load_faces, pixel_hash, split_indices
+from freyvae_cli.data.frey import DataError, load_faces, pixel_hash, split_indices
 from tests.conftest import REAL_DATA, last_json, make_faces, run_in_pty, write_mat
 
 README_HASH = "fbd70c2c992104024a20f4d253da1a1132eb6bf8ed142dccbe7d2b1743b705c4"

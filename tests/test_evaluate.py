@@ -9,10 +9,10 @@ import torch
 from freyvae_cli import checkpoint
 from freyvae_cli.cli import app
 from freyvae_cli.evaluate import active_units, bce_floor, bernoulli_log_px, evaluate, iw_nll, iw_precision
-from freyvae_cli.explore import split_images
-from freyvae_cli.fast import native_bf16
+from freyvae_cli.latent import split_images
 from freyvae_cli.likelihood import log_likelihood
-from freyvae_cli.model import VAE
+from freyvae_cli.speedups import native_bf16
+from freyvae_cli.vae import VAE
 from tests.conftest import last_json, make_faces
 
 KEYS = {"neg_elbo", "reconstruction", "kl", "iw_nll", "bits_per_dim", "bce_floor", "excess", "kl_per_dim",
@@ -34,7 +34,7 @@ def test_evaluate_json_has_exactly_the_documented_keys(runner, trained, small_ma
 
 
 def test_iw_bound_is_tighter_than_the_elbo_and_improves_with_k(trained, small_mat):
-    from freyvae_cli.data import load_faces
+    from freyvae_cli.data.frey import load_faces
 
     model, ckpt = checkpoint.load_model(trained)
     x, _ = split_images(ckpt, load_faces(small_mat), "train")

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from freyvae_cli import checkpoint as ck
-from freyvae_cli.data import load_faces
-from freyvae_cli.server import Explorer, ExploreServer
+from freyvae_cli.data.frey import load_faces
+from freyvae_cli.explore_server import Explorer, ExploreServer
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 playwright = pytest.importorskip("playwright.sync_api", reason="needs the playwright package (pip install playwright)")
@@ -37,9 +37,9 @@ def page(trained, small_mat, tmp_path):
         page.goto(server.url)
         page.wait_for_selector("body[data-ready='1']", timeout=15000)
         yield page, errors
-        page.screenshot(path=str(tmp_path / "explore.png"))
+        page.screenshot(path=str(tmp_path / "latent.png"))
         if os.environ.get("FREYVAE_SCREENSHOT"):  # to look at it, as a person would
-            shutil.copy(tmp_path / "explore.png", os.environ["FREYVAE_SCREENSHOT"])
+            shutil.copy(tmp_path / "latent.png", os.environ["FREYVAE_SCREENSHOT"])
         browser.close()
     server.shutdown()
     server.server_close()
@@ -151,8 +151,8 @@ def test_your_image_through_the_picker_shows_its_face_its_reconstruction_and_a_s
     import numpy as np
     from PIL import Image
 
-    from freyvae_cli import explore
-    from freyvae_cli.images import read_face
+    from freyvae_cli import latent
+    from freyvae_cli.data.images import read_face
     from tests.conftest import make_faces
 
     page, errors = page
@@ -171,7 +171,7 @@ def test_your_image_through_the_picker_shows_its_face_its_reconstruction_and_a_s
     values = np.array([int(v) for v in parse_qs(urlsplit(sent[-1]).query)["face"][0].split(",")])
     assert np.abs(values - read_face(tmp_path / "me.png").ravel().astype(int)).max() <= 1  # float rounding at most
     model, _ = ck.load_model(trained)
-    mu = explore.encode(model, torch.from_numpy(values.astype(np.uint8).reshape(1, 1, 28, 20)))[0][0]
+    mu = latent.encode(model, torch.from_numpy(values.astype(np.uint8).reshape(1, 1, 28, 20)))[0][0]
     assert np.allclose(page.evaluate("state.yours.mu"), mu.numpy(), atol=1e-4)
     assert np.allclose(page.evaluate("state.z"), mu.numpy(), atol=1e-4)  # the sliders at its z
     wait_for_change(page, before)

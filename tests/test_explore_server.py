@@ -18,9 +18,9 @@ import torch
 from PIL import Image
 
 from freyvae_cli import checkpoint as ck
-from freyvae_cli import explore
-from freyvae_cli.data import load_faces
-from freyvae_cli.server import Explorer, ExploreServer
+from freyvae_cli import latent
+from freyvae_cli.data.frey import load_faces
+from freyvae_cli.explore_server import Explorer, ExploreServer
 from tests.conftest import make_faces
 
 
@@ -77,7 +77,7 @@ def test_decode_returns_the_models_face_and_changes_with_z(served):
     assert status == 200 and ctype == "image/png"
     image = np.asarray(Image.open(io.BytesIO(body)))
     assert image.shape == (280, 200)
-    expected = (np.clip(explore.decode(model, z.unsqueeze(0))[0], 0, 1) * 255 + 0.5).astype(np.uint8)
+    expected = (np.clip(latent.decode(model, z.unsqueeze(0))[0], 0, 1) * 255 + 0.5).astype(np.uint8)
     assert np.array_equal(image[::10, ::10], expected)  # the same face, upscaled 10x by nearest neighbour
     other = np.asarray(Image.open(io.BytesIO(get(server, "/api/decode.png?z=" + zq(-z))[2])))
     assert not np.array_equal(image, other)
@@ -89,7 +89,7 @@ def test_faces_originals_and_interpolation(served, small_mat):
     frame = int(ckpt["split"]["test"][3])
     assert face["frame"] == frame
     x = torch.from_numpy(load_faces(small_mat)[[frame]]).unsqueeze(1)
-    assert np.allclose(face["mu"], explore.encode(model, x)[0][0].numpy(), atol=1e-4)
+    assert np.allclose(face["mu"], latent.encode(model, x)[0][0].numpy(), atol=1e-4)
     original = np.asarray(Image.open(io.BytesIO(get(server, "/api/original.png?i=3")[2])))
     assert np.array_equal(original[::10, ::10], load_faces(small_mat)[frame])
     status, ctype, body = get(server, "/api/interpolate.png?a=0&b=5&steps=7")
@@ -109,7 +109,7 @@ def test_your_face_is_encoded_from_its_560_values_and_nothing_is_kept(served, tm
     assert status == 200 and ctype == "application/json"
     found = json.loads(body)
     x = torch.from_numpy(face)[None, None]
-    mu, logvar = explore.encode(model, x)
+    mu, logvar = latent.encode(model, x)
     assert np.allclose(found["mu"], mu[0].numpy(), atol=1e-4)
     assert np.allclose(found["sd"], (0.5 * logvar[0]).exp(), atol=1e-4)
     import warnings
@@ -196,7 +196,7 @@ def test_answers_go_out_without_waiting_for_the_clients_acknowledgement(served, 
     acknowledgement held every answer back 40 ms. Each connection the server accepts has it off."""
     import socket as sockets
 
-    from freyvae_cli.server import Handler
+    from freyvae_cli.explore_server import Handler
 
     server, _, _ = served
     seen = []

@@ -7,9 +7,10 @@ import math
 import pytest
 import torch
 
-from freyvae_cli.fast import TapsConvTranspose2d, relu_then_pool, transposed_conv_as, transposed_conv_by_taps
 from freyvae_cli.likelihood import LEVELS, kl_divergence, mean_image, neg_elbo, pixel_log_probs
-from freyvae_cli.model import LOGVAR_MAX, LOGVAR_MIN, VAE
+from freyvae_cli.speedups import TapsConvTranspose2d, transposed_conv_by_taps
+from freyvae_cli.vae import LOGVAR_MAX, LOGVAR_MIN, VAE
+from tests.reference import relu_then_pool, transposed_conv_as
 
 
 @pytest.mark.parametrize("likelihood,channels", [("bernoulli", 1), ("logistic", 2), ("categorical", 256)])

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from freyvae_cli import checkpoint as ck
-from freyvae_cli.data import load_faces, pixel_hash
+from freyvae_cli.data.frey import load_faces, pixel_hash
 from tests.conftest import REAL_DATA, last_json, main_in_process, make_faces, run_freyvae
 
 N_FOLDER = 300
@@ -79,7 +79,7 @@ def test_compare_explore_and_resume_read_a_folder_model(folder_model, tmp_path, 
                          "--quiet"], capsys)
     assert r.returncode == 0, r.stderr
     assert ck.load(tmp_path / "more" / "vae_final_model.pth")["data_source"]["files"][0] == "face_0000.png"
-    from freyvae_cli.server import Explorer
+    from freyvae_cli.explore_server import Explorer
 
     model, ckpt, faces = ck.load_with_data(folder_model, "cpu", None, print)
     assert Explorer.build(model, ckpt, faces, str(folder_model), 3.0).info["n_test"] == len(ckpt["split"]["test"])

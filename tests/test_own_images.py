@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 
 from freyvae_cli import checkpoint as ck
-from freyvae_cli import explore
-from freyvae_cli.images import MAX_PIXELS, read_face, to_face
+from freyvae_cli import latent
+from freyvae_cli.data.images import MAX_PIXELS, read_face, to_face
 from tests.conftest import REAL_DATA, last_json, main_in_process, make_faces
 
 PIXELVAE = Path(__file__).resolve().parents[1].parent / "shared" / "models" / "pixelvae-321.pth"
@@ -69,11 +69,11 @@ def test_a_test_face_as_a_jpeg_and_framed_in_a_png_encodes_close_to_the_face(tmp
     moves 0.84-0.90 posterior standard deviations at the median (rms over dimensions; 1.33 at most)
     and stays nearer the face's own mean than any other test face's (200 of 200). Tolerances: 4
     levels, 1.5 sds (benchmarks/bench_own_images.py measures them)."""
-    from freyvae_cli.data import load_faces
+    from freyvae_cli.data.frey import load_faces
 
     model, ckpt = ck.load_model(PIXELVAE)
-    x, _ = explore.split_images(ckpt, load_faces(REAL_DATA), "test")
-    mu_all, logvar_all = explore.encode(model, x)
+    x, _ = latent.split_images(ckpt, load_faces(REAL_DATA), "test")
+    mu_all, logvar_all = latent.encode(model, x)
     picks = list(range(0, 200, 10))
     for i in picks:
         big = Image.fromarray(x[i, 0].numpy()).resize((200, 280), Image.Resampling.BICUBIC).convert("RGB")
@@ -84,7 +84,7 @@ def test_a_test_face_as_a_jpeg_and_framed_in_a_png_encodes_close_to_the_face(tmp
         for path in (tmp_path / f"{i}.jpg", tmp_path / f"{i}_framed.png"):
             face = read_face(path)
             assert np.abs(face.astype(int) - x[i, 0].numpy().astype(int)).mean() <= 4, path.name
-            mu = explore.encode(model, torch.from_numpy(face)[None, None])[0][0]
+            mu = latent.encode(model, torch.from_numpy(face)[None, None])[0][0]
             shift = (((mu - mu_all[i]) / (0.5 * logvar_all[i]).exp()) ** 2).mean().sqrt()
             assert shift <= 1.5, (path.name, float(shift))
             assert int((mu_all - mu).norm(dim=1).argmin()) == i, path.name
@@ -102,7 +102,7 @@ def test_encode_draws_each_image_beside_its_reconstruction(runner, trained, tmp_
     payload = last_json(r.stdout)
     model, _ = ck.load_model(trained)
     x = torch.from_numpy(np.stack([read_face(tmp_path / "me.jpg"), read_face(tmp_path / "wide.png")])).unsqueeze(1)
-    mu, logvar = explore.encode(model, x)
+    mu, logvar = latent.encode(model, x)
     assert [item["path"] for item in payload["images"]] == [str(tmp_path / "me.jpg"), str(tmp_path / "wide.png")]
     for item, m, lv in zip(payload["images"], mu, logvar, strict=True):
         assert np.allclose(item["mu"], m.numpy(), atol=1e-6) and np.allclose(item["sd"], (0.5 * lv).exp(), atol=1e-6)
@@ -118,7 +118,7 @@ def test_encode_draws_each_image_beside_its_reconstruction(runner, trained, tmp_
                          "--json"], capsys)
     squashed = to_face(Image.open(tmp_path / "wide.png"), "none")
     assert not np.array_equal(squashed, read_face(tmp_path / "wide.png"))
-    want = explore.encode(model, torch.from_numpy(squashed)[None, None])[0][0]
+    want = latent.encode(model, torch.from_numpy(squashed)[None, None])[0][0]
     assert np.allclose(last_json(r.stdout)["images"][0]["mu"], want.numpy(), atol=1e-6)
 
 
@@ -130,12 +130,12 @@ def test_project_with_marks_the_images_where_their_means_project(runner, trained
     assert r.returncode == 0, r.stderr
     payload = last_json(r.stdout)
     model, ckpt = ck.load_model(trained)
-    from freyvae_cli.data import load_faces
+    from freyvae_cli.data.frey import load_faces
 
-    x, _ = explore.split_images(ckpt, load_faces(small_mat), "test")
-    mu = explore.encode(model, x)[0].numpy()
-    _, axes, _ = explore.pca(mu)
-    own = explore.encode(model, torch.from_numpy(FACE)[None, None])[0].numpy()
+    x, _ = latent.split_images(ckpt, load_faces(small_mat), "test")
+    mu = latent.encode(model, x)[0].numpy()
+    _, axes, _ = latent.pca(mu)
+    own = latent.encode(model, torch.from_numpy(FACE)[None, None])[0].numpy()
     assert payload["with"][0]["point"] == pytest.approx(((own - mu.mean(0)) @ axes.T)[0].tolist(), abs=1e-4)
     pixels = np.asarray(Image.open(out).convert("RGB")).astype(int)
     red = (pixels[..., 0] > 200) & (pixels[..., 1] < 60) & (pixels[..., 2] < 60)

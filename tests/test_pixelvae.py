@@ -11,8 +11,8 @@ import torch
 
 from freyvae_cli import checkpoint
 from freyvae_cli.cli import app
-from freyvae_cli.data import literature_split
-from freyvae_cli.pixelvae import PixelVAE
+from freyvae_cli.data.frey import literature_split
+from freyvae_cli.pixelvae.model import PixelVAE
 from freyvae_cli.train import EVAL_SEED_OFFSET, evaluate_loss
 from tests.conftest import last_json, make_faces, write_mat
 

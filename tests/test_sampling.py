@@ -11,8 +11,9 @@ import torch
 import torch.nn.functional as F
 
 from freyvae_cli import checkpoint as ck
-from freyvae_cli import cone, explore, sampling
-from freyvae_cli.pixelvae import PixelVAE
+from freyvae_cli import latent
+from freyvae_cli.pixelvae import guess, sampler
+from freyvae_cli.pixelvae.model import PixelVAE
 from tests.conftest import REAL_DATA
 from tests.reference import sequential_sample
 
@@ -35,23 +36,23 @@ def tiny() -> PixelVAE:
 def test_tiny_model_from_its_guess_from_black_from_noise_and_from_another_face(tiny):
     z = torch.randn(5, 3, generator=torch.Generator().manual_seed(1))
     want = sequential_sample(tiny, z, noise())
-    assert torch.equal(cone.guess(tiny, tiny.condition(z), noise()), want)  # the guess: the very faces here
+    assert torch.equal(guess.guess(tiny, tiny.condition(z), noise()), want)  # the guess: the very faces here
     each = torch.rand(5, 1, 28, 20, generator=torch.Generator().manual_seed(4))  # a noise for each face
-    assert torch.equal(cone.guess(tiny, tiny.condition(z), each), sequential_sample(tiny, z, each))
+    assert torch.equal(guess.guess(tiny, tiny.condition(z), each), sequential_sample(tiny, z, each))
     stats = {}
-    assert torch.equal(sampling.sample(tiny, z, noise(), stats=stats), want)
+    assert torch.equal(sampler.sample(tiny, z, noise(), stats=stats), want)
     assert stats["passes"] == 1  # from the guess, one pass over the whole image confirms it
     black = torch.zeros(1, 1, 28, 20, dtype=torch.uint8)
     stats = {}
-    assert torch.equal(sampling.sample(tiny, z, noise(), start=black, band=sampling.BAND, stats=stats), want)
+    assert torch.equal(sampler.sample(tiny, z, noise(), start=black, band=sampler.BAND, stats=stats), want)
     assert 1 < stats["passes"] < 560
     junk = torch.randint(0, 256, (5, 1, 28, 20), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
-    assert torch.equal(sampling.sample(tiny, z, noise(), start=junk), want)
-    assert torch.equal(sampling.sample(tiny, z, noise(), start=junk, band=sampling.BAND), want)
-    assert torch.equal(sampling.sample(tiny, z, noise(), start=want[:1]), want)  # one start for all
+    assert torch.equal(sampler.sample(tiny, z, noise(), start=junk), want)
+    assert torch.equal(sampler.sample(tiny, z, noise(), start=junk, band=sampler.BAND), want)
+    assert torch.equal(sampler.sample(tiny, z, noise(), start=want[:1]), want)  # one start for all
     stats = {}
-    assert torch.equal(sampling.sample(tiny, z, noise(), start=want, band=sampling.BAND, stats=stats), want)
-    assert stats["passes"] == -(-28 // sampling.BAND)  # the answer itself: one pass a band confirms it
+    assert torch.equal(sampler.sample(tiny, z, noise(), start=want, band=sampler.BAND, stats=stats), want)
+    assert stats["passes"] == -(-28 // sampler.BAND)  # the answer itself: one pass a band confirms it
     assert torch.equal(tiny.sample(z, noise()), want)  # the model's own sample() is the fast one
 
 
@@ -60,11 +61,11 @@ def test_the_samplers_features_are_the_models_to_the_bit(tiny):
     cond = tiny.condition(torch.randn(3, 3, generator=torch.Generator().manual_seed(6)))
     with torch.no_grad():
         want = tiny.features(x, cond)
-        layers = sampling.masked_layers(tiny, 3, 20)
-        assert torch.equal(sampling.features(x, cond, layers), want)
+        layers = sampler.masked_layers(tiny, 3, 20)
+        assert torch.equal(sampler.features(x, cond, layers), want)
         # the last rows of a window holding the `reach` rows above them: each layer computing fewer rows
         window = [t[:, :, 10 - tiny.reach:18] for t in (x, *cond)]
-        assert torch.equal(sampling.features(window[0], window[1:], layers, rows=8), want[:, :, 10:18])
+        assert torch.equal(sampler.features(window[0], window[1:], layers, rows=8), want[:, :, 10:18])
 
 
 def test_an_image_left_alone_keeps_the_arithmetic_of_its_batch(tiny):
@@ -75,7 +76,7 @@ def test_an_image_left_alone_keeps_the_arithmetic_of_its_batch(tiny):
     with torch.no_grad():
         want = tiny.features(x, cond)[:1]
         alone = tiny.features(x[:1], [c[:1] for c in cond])
-        ours = sampling.features(x[:1], [c[:1] for c in cond], sampling.masked_layers(tiny, 3, 20))
+        ours = sampler.features(x[:1], [c[:1] for c in cond], sampler.masked_layers(tiny, 3, 20))
     backends = {torch._C._select_conv_backend(torch.empty(n, 8, 8, 20), tiny.blocks[0].weight, None, [1, 1], [1, 1],
                                               [1, 1], False, [0, 0], 1, None) for n in (1, 3)}
     if len(backends) == 2:  # this torch changes algorithm with the batch size: F.conv2d alone differs
@@ -86,15 +87,15 @@ def test_an_image_left_alone_keeps_the_arithmetic_of_its_batch(tiny):
 def test_a_batch_converges_image_by_image(tiny):
     """Images that converge early leave the batch; each still equals its draw alone."""
     z = torch.randn(7, 3, generator=torch.Generator().manual_seed(4))
-    batch = sampling.sample(tiny, z, noise(5))
+    batch = sampler.sample(tiny, z, noise(5))
     for i in range(7):
-        assert torch.equal(batch[i:i + 1], sampling.sample(tiny, z[i:i + 1], noise(5)))
+        assert torch.equal(batch[i:i + 1], sampler.sample(tiny, z[i:i + 1], noise(5)))
 
 
 def test_images_join_a_draw_under_way_and_each_gets_its_own_face(tiny):
     z = torch.randn(6, 3, generator=torch.Generator().manual_seed(12))
     want = sequential_sample(tiny, z, noise(3))
-    drawing = sampling.Fixpoint(tiny, room=3, like_batch=6, band=sampling.BAND)
+    drawing = sampler.Fixpoint(tiny, room=3, like_batch=6, band=sampler.BAND)
     got = {}
     drawing.add(z[:4], noise(3), start=torch.zeros(1, 1, 28, 20, dtype=torch.uint8))  # from black: many passes
     for _ in range(3):
@@ -107,14 +108,14 @@ def test_images_join_a_draw_under_way_and_each_gets_its_own_face(tiny):
     assert sorted(got) == list(range(6))
     for i in range(6):
         assert torch.equal(got[i], want[i]), i
-    assert torch.equal(sampling.sample(tiny, z, noise(3), at_once=2), want)  # two at a time
+    assert torch.equal(sampler.sample(tiny, z, noise(3), at_once=2), want)  # two at a time
 
 
 def test_the_manifold_draws_each_row_as_the_sequential_sampler_does(tiny):
     from scipy.stats import norm
 
     grid, directions = 4, torch.eye(3)[:2]
-    rows = explore.manifold(tiny, directions, grid)
+    rows = latent.manifold(tiny, directions, grid)
     q = torch.tensor(norm.ppf(np.linspace(0.5 / grid, 1 - 0.5 / grid, grid)), dtype=torch.float32)
     for i, row in enumerate(rows):
         z = q.unsqueeze(1) * directions[0] + float(q[grid - 1 - i]) * directions[1]
@@ -134,13 +135,13 @@ def latents(model, ckpt) -> dict[str, torch.Tensor]:
     """Prior draws, the latent means of test faces, and a traversal around one of them."""
     prior = torch.randn(24, model.latent_dim, generator=torch.Generator().manual_seed(7))
     if REAL_DATA.is_file():
-        from freyvae_cli.data import load_faces
+        from freyvae_cli.data.frey import load_faces
 
-        x, _ = explore.split_images(ckpt, load_faces(REAL_DATA), "test")
-        means = explore.encode(model, x[:24])[0]
+        x, _ = latent.split_images(ckpt, load_faces(REAL_DATA), "test")
+        means = latent.encode(model, x[:24])[0]
     else:  # without the data, points near the prior's bulk stand in for the means
         means = 0.5 * torch.randn(24, model.latent_dim, generator=torch.Generator().manual_seed(8))
-    dim = int(explore.kl_per_dim(model, x[:64]).argmax()) if REAL_DATA.is_file() else 0
+    dim = int(latent.kl_per_dim(model, x[:64]).argmax()) if REAL_DATA.is_file() else 0
     walk = means[0].repeat(24, 1)
     walk[:, dim] += torch.linspace(-3, 3, 24)
     return {"prior": prior, "reconstruction": means, "traversal": walk}
@@ -152,26 +153,26 @@ def test_the_trained_model_at_batch_1_and_at_batch_72(trained):
     u = noise()
     everything = torch.cat(list(z.values()))
     want = sequential_sample(model, everything, u)
-    guessed = cone.guess(model, model.condition(everything), u)
-    assert (guessed == want).flatten(1).all(1).sum() >= 66  # nearly every face (cone.py); rounding may miss a few
-    assert torch.equal(sampling.sample(model, everything, u), want)
-    assert torch.equal(sampling.sample(model, everything, u, at_once=20), want)
+    guessed = guess.guess(model, model.condition(everything), u)
+    assert (guessed == want).flatten(1).all(1).sum() >= 66  # nearly every face (guess.py); rounding may miss a few
+    assert torch.equal(sampler.sample(model, everything, u), want)
+    assert torch.equal(sampler.sample(model, everything, u, at_once=20), want)
     black = torch.zeros(1, 1, 28, 20, dtype=torch.uint8)  # the fixed-point iteration alone, no guess
-    assert torch.equal(sampling.sample(model, everything, u, start=black, band=sampling.BAND, at_once=20), want)
+    assert torch.equal(sampler.sample(model, everything, u, start=black, band=sampler.BAND, at_once=20), want)
     off = want.clone()  # a guess wrong at one pixel, mid-face: the pixels after it are checked again
     off[:, 0, 10, 5] = off[:, 0, 10, 5] ^ 1
-    assert torch.equal(sampling.sample(model, everything, u, start=off), want)
+    assert torch.equal(sampler.sample(model, everything, u, start=off), want)
     for i, kind in enumerate(z):
         one = everything[24 * i + 3:24 * i + 4]
-        assert torch.equal(sampling.sample(model, one, u), want[24 * i + 3:24 * i + 4]), kind
+        assert torch.equal(sampler.sample(model, one, u), want[24 * i + 3:24 * i + 4]), kind
     # a slider step: the face before as the start
-    assert torch.equal(sampling.sample(model, everything[49:50], u, start=want[48:49]), want[49:50])
+    assert torch.equal(sampler.sample(model, everything[49:50], u, start=want[48:49]), want[49:50])
 
 
 def tied_noise(model, z: torch.Tensor) -> torch.Tensor:
     """Noise that puts every pixel of z's face on a step of its CDF as a pass computes it (a matrix
     of 160 rows), where the sequential sampler's one-row product may round to either side."""
-    x = sampling.sample(model, z, noise())
+    x = sampler.sample(model, z, noise())
     with torch.no_grad():
         h = model.features(x.float() / 255, model.condition(z)).permute(0, 2, 3, 1)
         cdf = torch.softmax(F.linear(h, model.to_logits.weight.flatten(1), model.to_logits.bias), -1).cumsum(-1)
@@ -183,30 +184,30 @@ def test_pixels_on_a_step_of_their_cdf_are_drawn_as_the_sequential_sampler_round
     z = torch.randn(1, model.latent_dim, generator=torch.Generator().manual_seed(30))
     u = tied_noise(model, z)
     want = sequential_sample(model, z, u)
-    assert torch.equal(sampling.sample(model, z, u), want)
-    saved, sampling.TIE = sampling.TIE, 0.0  # without the redraw, the pass's own rounding decides
+    assert torch.equal(sampler.sample(model, z, u), want)
+    saved, sampler.TIE = sampler.TIE, 0.0  # without the redraw, the pass's own rounding decides
     try:
-        assert not torch.equal(sampling.sample(model, z, u), want)
+        assert not torch.equal(sampler.sample(model, z, u), want)
     finally:
-        sampling.TIE = saved
+        sampler.TIE = saved
 
 
 def test_the_two_products_cdfs_differ_by_far_less_than_the_tie_margin(trained):
     model, _ = trained
     z = torch.randn(8, model.latent_dim, generator=torch.Generator().manual_seed(31))
-    x = sampling.sample(model, z, noise())
+    x = sampler.sample(model, z, noise())
     weight, bias = model.to_logits.weight.flatten(1), model.to_logits.bias
     with torch.no_grad():
         h = model.features(x.float() / 255, model.condition(z)).permute(0, 2, 3, 1).reshape(-1, weight.shape[1])
         tall = torch.softmax(F.linear(h, weight, bias), -1).cumsum(-1)
         alone = torch.stack([torch.softmax(F.linear(row.unsqueeze(0), weight, bias), -1).cumsum(-1)[0] for row in h])
-    assert (tall - alone).abs().max() < sampling.TIE / 10
+    assert (tall - alone).abs().max() < sampler.TIE / 10
 
 
 def test_commands_draw_the_faces_they_drew_before(trained):
-    """explore.sample (the `sample` command's faces) equals the sequential sampler's."""
+    """latent.sample (the `sample` command's faces) equals the sequential sampler's."""
     model, _ = trained
-    faces = explore.sample(model, 4, seed=11)
+    faces = latent.sample(model, 4, seed=11)
     z = torch.randn(4, model.latent_dim, generator=torch.Generator().manual_seed(11))
     want = sequential_sample(model, z, noise(11)).squeeze(1).float().numpy() / 255.0
     assert np.array_equal(faces, want)
@@ -217,25 +218,25 @@ def explorer(trained):
     """The explore server's state for the trained model (it needs the real test faces)."""
     if not REAL_DATA.is_file():
         pytest.skip(f"{REAL_DATA} is absent")
-    from freyvae_cli.data import load_faces
-    from freyvae_cli.server import Explorer
+    from freyvae_cli.data.frey import load_faces
+    from freyvae_cli.explore_server import Explorer
 
     model, ckpt = trained
     return Explorer.build(model, ckpt, load_faces(REAL_DATA), str(TRAINED), 3.0)
 
 
 def test_the_explorer_draws_the_sequential_face_mostly_in_one_pass(trained, explorer):
-    from freyvae_cli.server import png
+    from freyvae_cli.explore_server import png
 
     model, _ = trained
     z, drawing = explorer.mu[0].clone(), explorer.drawer.drawing
     passes = drawing.passes
     for step in range(3):
         z[0] += 0.2
-        assert explorer.decode_png(z) == png(explore.decode(model, z.unsqueeze(0))[0]), step
+        assert explorer.decode_png(z) == png(latent.decode(model, z.unsqueeze(0))[0]), step
         want = sequential_sample(model, z.unsqueeze(0), noise())[0, 0].float().numpy() / 255.0
         assert explorer.decode_png(z) == png(want), step
-    assert drawing.passes - passes <= 8  # six faces: each guessed (cone.py) and confirmed, nearly always at once
+    assert drawing.passes - passes <= 8  # six faces: each guessed (guess.py) and confirmed, nearly always at once
 
 
 def test_concurrent_requests_share_passes_and_each_gets_the_face_it_would_get_alone(trained, explorer):
@@ -285,7 +286,7 @@ class Failing:
 def test_a_failed_pass_fails_every_request_in_the_draw_and_the_next_starts_afresh():
     import threading
 
-    from freyvae_cli.server import Drawer
+    from freyvae_cli.explore_server import Drawer
 
     drawer = Drawer(Failing, threading.Lock(), noise())
     results = {}

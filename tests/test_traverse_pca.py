@@ -7,9 +7,9 @@ import torch
 from PIL import Image
 
 from freyvae_cli import checkpoint as ck
-from freyvae_cli import explore
+from freyvae_cli import latent
 from freyvae_cli.cli import app
-from freyvae_cli.data import load_faces
+from freyvae_cli.data.frey import load_faces
 from tests.conftest import last_json
 
 
@@ -25,15 +25,15 @@ def test_rows_follow_the_principal_directions(runner, trained, small_mat, tmp_pa
     assert "principal directions pc1, pc2, pc3" in r.stderr
 
     model, ckpt = ck.load_model(trained)
-    x, _ = explore.split_images(ckpt, load_faces(small_mat), "test")
-    mu = explore.encode(model, x)[0]
-    directions, _ = explore.principal_directions(model, x, 3)
+    x, _ = latent.split_images(ckpt, load_faces(small_mat), "test")
+    mu = latent.encode(model, x)[0]
+    directions, _ = latent.principal_directions(model, x, 3)
     # one standard deviation of the test means along each unit axis
     axes = directions / directions.norm(dim=1, keepdim=True)
     spread = ((mu - mu.mean(0)) @ axes.T).std(0)
     assert torch.allclose(directions.norm(dim=1), spread, rtol=1e-4)
     # the last row's right end: test face 0's mean plus two standard deviations along PC 3
-    expected = explore.decode(model, (mu[0] + 2 * directions[2]).unsqueeze(0))[0]
+    expected = latent.decode(model, (mu[0] + 2 * directions[2]).unsqueeze(0))[0]
     img = np.asarray(Image.open(out).convert("L"))
     tile = img[-2 - 28:-2, -2 - 20:-2]  # bottom-right face, inside the 2-pixel separator
     assert np.abs(tile.astype(int) - np.round(expected * 255).astype(int)).max() <= 1

@@ -1,7 +1,7 @@
-"""The `freyvae` command: the Typer app (common.py) and its commands, one module per group:
-training.py (train, download), pictures.py (reconstruct, sample, traverse, interpolate, manifold,
-project), encoding.py (encode), numbers.py (evaluate, compare, info), browser.py (explore). Each declares options and
-calls the package; the maths, files and checks live there."""
+"""The `freyvae` command: the Typer app (common.py) and its commands, each in the module of its
+name: train.py (train, download), pictures.py (reconstruct, sample, traverse, interpolate, manifold,
+project), encode.py, evaluate.py, compare.py, info.py, explore.py. Each declares options and calls
+the package; the maths, files and checks live there."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import sys
 import typer
 
 from freyvae_cli import ui
-from freyvae_cli.cli import browser, encoding, numbers, pictures, training  # noqa: F401  (registers the commands)
+from freyvae_cli.cli import compare, encode, evaluate, explore, info, pictures, train  # noqa: F401  (registers the commands)
 from freyvae_cli.cli.common import app
 
 __all__ = ["app", "main"]

@@ -1,5 +1,5 @@
 """The commands that draw faces: reconstruct, sample, traverse, interpolate, manifold, project.
-explore.py does the latent maths, figures.py the drawing."""
+latent.py does the latent maths, figures.py the drawing."""
 
 from __future__ import annotations
 
@@ -41,20 +41,20 @@ def reconstruct(
     quiet: QuietOpt = False,
 ) -> None:
     """Originals above, their reconstructions (through the posterior mean) below."""
-    from freyvae_cli import explore, figures
+    from freyvae_cli import figures, latent
 
     figures.check_out(out)
     model, ckpt, faces = load(checkpoint, device, data)
-    x, frames = explore.split_images(ckpt, faces, split.value)
+    x, frames = latent.split_images(ckpt, faces, split.value)
     n_used = min(n, len(x))
-    originals, recons = explore.reconstruct(model, x[:n_used])
+    originals, recons = latent.reconstruct(model, x[:n_used])
     per_row = 10
     pairs = zip(figures.chunk(originals, per_row), figures.chunk(recons, per_row), strict=True)
     rows = [r for pair in pairs for r in pair]
     title = f"{split.value} faces (odd rows) and their reconstructions (even rows)" if n_used > per_row \
         else f"{split.value} faces (top) and their reconstructions (bottom)"
     if model.autoregressive:
-        title += f"; {explore.what_is_drawn(model)}"
+        title += f"; {latent.what_is_drawn(model)}"
     figures.save_image(figures.face_grid(rows, scale=scale, title=title), out)
     done(json_out, {"out": str(out), "n": n_used, "split": split.value, "frames": frames[:n_used].tolist()},
           f"wrote {out}: {n_used} {split.value} images (rows of originals above their reconstructions)")
@@ -73,12 +73,12 @@ def sample(
     quiet: QuietOpt = False,
 ) -> None:
     """New faces: decode z drawn from the prior N(0, I)."""
-    from freyvae_cli import explore, figures
+    from freyvae_cli import figures, latent
 
     figures.check_out(out)
     model, _, _ = load(checkpoint, device, need_data=False)
-    faces = explore.sample(model, n, seed)
-    title = f"z ~ N(0, I); {explore.what_is_drawn(model)}" if model.autoregressive else None
+    faces = latent.sample(model, n, seed)
+    title = f"z ~ N(0, I); {latent.what_is_drawn(model)}" if model.autoregressive else None
     figures.save_image(figures.face_grid(figures.chunk(faces, cols), scale=scale, title=title), out)
     done(json_out, {"out": str(out), "n": n, "seed": seed}, f"wrote {out}: {n} faces sampled from the prior")
 
@@ -108,7 +108,7 @@ def traverse(
     """One row per latent dimension (or principal direction), varied around a test face's latent mean."""
     import torch
 
-    from freyvae_cli import explore, figures
+    from freyvae_cli import figures, latent
 
     if span <= 0:
         raise UsageError(f"--range must be above 0 (got {span})")
@@ -120,16 +120,16 @@ def traverse(
     if gif is not None:
         figures.check_out(gif, "gif")
     model, ckpt, faces = load(checkpoint, device, data)
-    explore.check_dims(dim, model.latent_dim, "--dim")
-    x, _ = explore.split_images(ckpt, faces, "test")
-    explore.check_face("--face", face, len(x))
+    latent.check_dims(dim, model.latent_dim, "--dim")
+    x, _ = latent.split_images(ckpt, faces, "test")
+    latent.check_face("--face", face, len(x))
     directions, labels, found, said = (_principal(model, x, k) if use_pca else _dimensions(model, x, dim))
-    base = torch.zeros(model.latent_dim) if from_prior else explore.encode(model, x[face:face + 1])[0][0]
-    rows = explore.traverse(model, base, directions, steps, span)
+    base = torch.zeros(model.latent_dim) if from_prior else latent.encode(model, x[face:face + 1])[0][0]
+    rows = latent.traverse(model, base, directions, steps, span)
     unit = " standard deviations" if use_pca else ""
     title = f"values {-span:g} .. +{span:g}{unit} around " + ("z = 0" if from_prior else f"test face {face}")
     if model.autoregressive:
-        title += f"; {explore.what_is_drawn(model)}"
+        title += f"; {latent.what_is_drawn(model)}"
     figures.save_image(figures.face_grid(rows, scale=scale, labels=labels, title=title), out)
     if said:
         ui.info(said)
@@ -145,11 +145,11 @@ def _dimensions(model, x, asked: list[int] | None):
     note on the inactive ones (when they were not asked for)."""
     import torch
 
-    from freyvae_cli import explore
+    from freyvae_cli import latent
     from freyvae_cli.evaluate import INACTIVE_KL
 
-    kl = explore.kl_per_dim(model, x)
-    dims, inactive = explore.traverse_dims(kl, asked, ui.info)
+    kl = latent.kl_per_dim(model, x)
+    dims, inactive = latent.traverse_dims(kl, asked, ui.info)
     labels = [f"dim {d} · KL {kl[d]:.2f} nats" for d in dims]
     note = (f"inactive dimensions (KL < {INACTIVE_KL} nats, not drawn): {', '.join(map(str, sorted(inactive)))}"
             if not asked and inactive and len(inactive) < model.latent_dim else "")
@@ -159,9 +159,9 @@ def _dimensions(model, x, asked: list[int] | None):
 
 def _principal(model, x, k: int | None):
     """Traverse's rows by principal direction of the test means, one standard deviation a unit."""
-    from freyvae_cli import explore
+    from freyvae_cli import latent
 
-    directions, share = explore.principal_directions(model, x, min(6, model.latent_dim) if k is None else k)
+    directions, share = latent.principal_directions(model, x, min(6, model.latent_dim) if k is None else k)
     labels = [f"PC {i + 1} · {s:.0%} of variance" for i, s in enumerate(share)]
     found = {"method": "pca", "directions": [f"pc{i + 1}" for i in range(len(share))],
              "explained_variance": [float(s) for s in share]}
@@ -186,20 +186,20 @@ def interpolate(
     """Decode the path between the latent means of two test faces (ends shown as originals)."""
     import numpy as np
 
-    from freyvae_cli import explore, figures
+    from freyvae_cli import figures, latent
 
     figures.check_out(out)
     if gif is not None:
         figures.check_out(gif, "gif")
     model, ckpt, faces = load(checkpoint, device, data)
-    x, frames = explore.split_images(ckpt, faces, "test")
-    explore.check_face("--from", from_, len(x))
-    explore.check_face("--to", to, len(x))
-    mu, _ = explore.encode(model, x[[from_, to]])
-    path = explore.decode(model, explore.interpolate(mu[0], mu[1], steps, slerp))
+    x, frames = latent.split_images(ckpt, faces, "test")
+    latent.check_face("--from", from_, len(x))
+    latent.check_face("--to", to, len(x))
+    mu, _ = latent.encode(model, x[[from_, to]])
+    path = latent.decode(model, latent.interpolate(mu[0], mu[1], steps, slerp))
     ends = x[[from_, to]].squeeze(1).numpy() / 255.0
     row = np.concatenate([ends[:1], path, ends[1:]])
-    title = f"originals at both ends; {explore.what_is_drawn(model)}" if model.autoregressive else None
+    title = f"originals at both ends; {latent.what_is_drawn(model)}" if model.autoregressive else None
     figures.save_image(figures.face_grid([row], scale=scale, title=title), out)
     if gif is not None:
         figures.save_sweep_gif([path], None, scale, gif)
@@ -224,18 +224,18 @@ def manifold(
     quiet: QuietOpt = False,
 ) -> None:
     """The face manifold: decode a grid over two latent directions, spaced by Gaussian quantiles."""
-    from freyvae_cli import explore, figures
+    from freyvae_cli import figures, latent
 
     if dims is not None and use_pca:
         raise UsageError("give either --dims A B or --pca, not both")
     figures.check_out(out)
     model, ckpt, faces = load(checkpoint, device, data)
-    x, _ = explore.split_images(ckpt, faces, "test")
-    directions, centre, scales, chosen = explore.manifold_axes(model, x, dims, use_pca, ui.info)
+    x, _ = latent.split_images(ckpt, faces, "test")
+    directions, centre, scales, chosen = latent.manifold_axes(model, x, dims, use_pca, ui.info)
     with ui.task_progress("decoding the manifold", total=grid) as advance:
-        rows = explore.manifold(model, directions, grid, centre, scales, on_row=advance)
+        rows = latent.manifold(model, directions, grid, centre, scales, on_row=advance)
     over = "the top two principal axes" if use_pca else f"dimensions {chosen[0]} and {chosen[1]}"
-    title = f"{over}; {explore.what_is_drawn(model)}" if model.autoregressive else None
+    title = f"{over}; {latent.what_is_drawn(model)}" if model.autoregressive else None
     figures.save_image(figures.face_grid(rows, scale=scale, sep=1, title=title), out)
     done(json_out, {"out": str(out), "grid": grid, "directions": chosen},
          f"wrote {out}: {grid}x{grid} faces over {over}")
@@ -260,18 +260,18 @@ def project(
     """2-D map of the latent means (PCA), coloured by frame index in the video; --with marks your images."""
     import torch
 
-    from freyvae_cli import explore, figures
-    from freyvae_cli.images import read_faces
+    from freyvae_cli import figures, latent
+    from freyvae_cli.data.images import read_faces
 
     figures.check_out(out, "plot")
     own = read_faces(with_, crop.value) if with_ else None
     model, ckpt, faces = load(checkpoint, device, data)
-    explore.check_dims(dims, model.latent_dim, "--dims")
-    x, frames = explore.split_images(ckpt, faces, split.value)
-    mu = explore.encode(model, x)[0].numpy()
-    own_mu = explore.encode(model, torch.from_numpy(own).unsqueeze(1))[0].numpy() if with_ else mu[:0]
+    latent.check_dims(dims, model.latent_dim, "--dims")
+    x, frames = latent.split_images(ckpt, faces, split.value)
+    mu = latent.encode(model, x)[0].numpy()
+    own_mu = latent.encode(model, torch.from_numpy(own).unsqueeze(1))[0].numpy() if with_ else mu[:0]
     if dims is None:
-        points, axes, share = explore.pca(mu)
+        points, axes, share = latent.pca(mu)
         labels = (f"PC 1 ({share[0]:.0%} of variance)", f"PC 2 ({share[1]:.0%} of variance)")
         own_points = (own_mu - mu.mean(0)) @ axes.T  # the map's own projection
     else:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from freyvae_cli.data import HEIGHT, WIDTH
+from freyvae_cli.data.frey import HEIGHT, WIDTH
 from freyvae_cli.errors import FreyError
 
 MAX_PIXELS = 50_000_000  # a 50-megapixel photo; anything larger is refused before it is decoded

@@ -1,10 +1,15 @@
-"""CPU speed plumbing, kept apart from the models: transposed convolutions by taps, the bf16
-hardware check, and the plain-loop variants that the benchmarks and tests compare against.
+"""Speed tricks, kept apart from the models so that vae.py reads like its paper: transposed
+convolutions by taps, the bf16 hardware check, and glibc malloc settings that keep freed buffers
+in the process.
 
-Nothing here changes a result beyond float rounding; tests/test_model.py checks each against torch.
+Nothing here changes a result beyond float rounding; tests/test_model.py checks the taps against
+torch's own transposed convolution (tests/reference.py), tests/test_speedups.py the malloc setting.
 """
 
 from __future__ import annotations
+
+import ctypes
+import sys
 
 import torch
 from torch import nn
@@ -44,18 +49,22 @@ class TapsConvTranspose2d(nn.ConvTranspose2d):
         return super().forward(x)
 
 
-def relu_then_pool(encoder: nn.Sequential) -> nn.Sequential:
-    """The seed's conv -> ReLU -> max-pool order over the same convolutions: what a tutorial writes,
-    for the benchmark's plain loop and the test that this model's order computes the same."""
-    convs = [m for m in encoder if isinstance(m, nn.Conv2d)]
-    return nn.Sequential(*[layer for conv in convs for layer in (conv, nn.ReLU(), nn.MaxPool2d(2))], nn.Flatten())
+# Keep freed memory inside the process instead of handing it back to the kernel. A training step
+# (and each batch of importance samples, each sampler pass) allocates and frees the same few large
+# buffers over and over. With glibc's default settings many come back as fresh mmap'd or trimmed
+# pages, so each step pays hundreds of page faults (about 300 per step of freyvae's trainer here,
+# by getrusage; none with this setting). Raising the two thresholds keeps the pages warm.
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameter numbers
+MMAP_THRESHOLD_MAX = 32 << 20  # the largest value glibc accepts on 64-bit systems
 
 
-def transposed_conv_as(layer: nn.ConvTranspose2d, cls: type[nn.ConvTranspose2d]) -> nn.ConvTranspose2d:
-    """The same transposed convolution, parameters shared, computed by cls: torch's own (what a
-    tutorial runs) or TapsConvTranspose2d. For the benchmark's plain loop and the tests. Built on
-    the meta device, so that it draws no initial weights from (and does not shift) the global RNG."""
-    other = cls(layer.in_channels, layer.out_channels, layer.kernel_size, stride=layer.stride,
-                padding=layer.padding, device="meta")
-    other.weight, other.bias = layer.weight, layer.bias
-    return other
+def keep_freed_memory() -> bool:
+    """Ask glibc's malloc to keep freed buffers up to 32 MiB; False where that does not apply."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    return bool(mallopt(M_TRIM_THRESHOLD, 2**31 - 1)) and bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX))

@@ -22,8 +22,8 @@ from urllib.parse import parse_qs, urlsplit
 import numpy as np
 import torch
 
-from freyvae_cli import explore
-from freyvae_cli.data import HEIGHT, PIXELS, WIDTH
+from freyvae_cli import latent
+from freyvae_cli.data.frey import HEIGHT, PIXELS, WIDTH
 from freyvae_cli.likelihood import bits_per_dim, kl_divergence
 
 PAGE_FILES = {  # URL path -> (file in freyvae_cli/web, content type)
@@ -124,27 +124,27 @@ class Explorer:
 
     def __post_init__(self) -> None:
         if self.model.autoregressive:
-            from freyvae_cli import sampling
+            from freyvae_cli.pixelvae import sampler as sampling
 
             # each face drawn with the arithmetic of a draw of its own, however many are drawn with it
             self.drawer = Drawer(lambda: sampling.Fixpoint(self.model, sampling.AT_ONCE, like_batch=1), self.lock,
-                                 explore.pixel_noise(self.model), self.drawer_thread)
+                                 latent.pixel_noise(self.model), self.drawer_thread)
 
     @classmethod
     def build(cls, model, ckpt: dict, faces: np.ndarray, checkpoint: str, span: float,
               drawer_thread: bool = True) -> Explorer:
-        x, frames = explore.split_images(ckpt, faces, "test")
-        mu, logvar = explore.encode(model, x)
-        kl = kl_divergence(mu, logvar).mean(0).numpy()  # nats per dimension, as explore.kl_per_dim
-        points, axes, share = explore.pca(mu.numpy())
-        top, top_axes, top_share = explore.pca(mu.numpy(), min(PCS, model.latent_dim))
+        x, frames = latent.split_images(ckpt, faces, "test")
+        mu, logvar = latent.encode(model, x)
+        kl = kl_divergence(mu, logvar).mean(0).numpy()  # nats per dimension, as latent.kl_per_dim
+        points, axes, share = latent.pca(mu.numpy())
+        top, top_axes, top_share = latent.pca(mu.numpy(), min(PCS, model.latent_dim))
         last = ckpt["history"][-1] if ckpt["history"] else {}
         cfg = ckpt["config"]
         info = {
             "checkpoint": checkpoint, "model": cfg.get("model", "seed"), "likelihood": cfg["likelihood"],
             "epochs": ckpt["epoch"], "test_loss": last.get("test_loss"), "units": "nats per image",
             "latent_dim": model.latent_dim, "range": span, "n_test": len(x),
-            "autoregressive": bool(model.autoregressive), "drawn": explore.what_is_drawn(model),
+            "autoregressive": bool(model.autoregressive), "drawn": latent.what_is_drawn(model),
             "dims": [{"index": int(d), "kl": float(kl[d])} for d in np.argsort(-kl, kind="stable")],
             "map": {"points": points.round(4).tolist(), "frames": frames.tolist(), "axes": axes.tolist(),
                     "centre": mu.mean(0).tolist(), "share": [float(s) for s in share]},
@@ -158,18 +158,18 @@ class Explorer:
         if self.drawer is not None:
             return png(self.drawer(z))
         with self.lock:  # the seed model: one at a time, as cheap as a batch
-            return png(explore.decode(self.model, z.unsqueeze(0))[0])
+            return png(latent.decode(self.model, z.unsqueeze(0))[0])
 
     def strip_png(self, a: int, b: int, steps: int) -> bytes:
         with self.lock:
-            path = explore.decode(self.model, explore.interpolate(self.mu[a], self.mu[b], steps))
+            path = latent.decode(self.model, latent.interpolate(self.mu[a], self.mu[b], steps))
         return png(path, scale=4)
 
     def encode_face(self, x: torch.Tensor) -> dict:
         """A face of the user's own (uint8 (1, 1, 28, 20)): its latent mean and standard deviation,
         and its -ELBO in nats (bits per dimension for a discrete likelihood)."""
         with self.lock:
-            mu, sd, neg_elbo = explore.encode_with_elbo(self.model, x)
+            mu, sd, neg_elbo = latent.encode_with_elbo(self.model, x)
         loss = float(neg_elbo[0])
         found = {"mu": [round(float(v), 5) for v in mu[0]], "sd": [round(float(v), 5) for v in sd[0]],
                  "neg_elbo": loss, "units": "nats per image"}

@@ -12,8 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from freyvae_cli.fast import TapsConvTranspose2d
 from freyvae_cli.likelihood import OUT_CHANNELS
+from freyvae_cli.speedups import TapsConvTranspose2d
 
 # Log-variances are clamped to this range so exp() cannot overflow the KL; a trained model's
 # values lie well inside it (posterior std between 3e-7 and 2e4).

@@ -14,7 +14,7 @@ import torch
 from freyvae_cli.errors import UsageError
 from freyvae_cli.evaluate import INACTIVE_KL, mean_kl_order, reconstruction_term
 from freyvae_cli.likelihood import kl_divergence, mean_image
-from freyvae_cli.model import VAE
+from freyvae_cli.vae import VAE
 
 
 def check_dims(dims, latent: int, option: str) -> None:
@@ -66,7 +66,7 @@ def decode(model: VAE, z: torch.Tensor, batch: int = 1024, noise_seed: int = 0) 
     autoregressive decoder one draw with the uniform pixel noise of `noise_seed` shared by all."""
     device = next(model.parameters()).device
     if model.autoregressive:
-        from freyvae_cli.sampling import CHUNK
+        from freyvae_cli.pixelvae.sampler import CHUNK
 
         u = pixel_noise(model, noise_seed)
         out = [model.sample(z[i:i + CHUNK].to(device), u).cpu().float() / 255.0 for i in range(0, len(z), CHUNK)]

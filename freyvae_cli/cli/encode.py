@@ -1,4 +1,4 @@
-"""`freyvae encode`: your own images through a model. images.py makes them faces, explore.py and
+"""`freyvae encode`: your own images through a model. images.py makes them faces, latent.py and
 evaluate.py do the maths, figures.py draws."""
 
 from __future__ import annotations
@@ -42,19 +42,19 @@ def encode(
     import numpy as np
     import torch
 
-    from freyvae_cli import explore, figures
-    from freyvae_cli.images import read_faces
+    from freyvae_cli import figures, latent
+    from freyvae_cli.data.images import read_faces
 
     figures.check_out(out)
     x = torch.from_numpy(read_faces(images, crop.value)).unsqueeze(1)
     model, ckpt, _ = load(checkpoint, device, need_data=False)
-    mu, sd, neg_elbo = explore.encode_with_elbo(model, x)
-    pairs = zip(x.squeeze(1).numpy() / 255.0, explore.decode(model, mu), strict=True)  # as the model sees it
+    mu, sd, neg_elbo = latent.encode_with_elbo(model, x)
+    pairs = zip(x.squeeze(1).numpy() / 255.0, latent.decode(model, mu), strict=True)  # as the model sees it
     rows = [np.stack(pair) for pair in pairs]
     labels = [f"{p.name} · -ELBO {v:.0f} nats" for p, v in zip(images, neg_elbo, strict=True)]
     title = "as the model sees it (left), its reconstruction (right)"
     if model.autoregressive:
-        title += f"; {explore.what_is_drawn(model)}"
+        title += f"; {latent.what_is_drawn(model)}"
     figures.save_image(figures.face_grid(rows, scale=scale, labels=labels, title=title), out)
     test = ckpt["history"][-1].get("test_loss") if ckpt["history"] else None
     per_image = [{"path": str(p), "mu": [float(v) for v in m], "sd": [float(v) for v in s], "neg_elbo": float(e)}

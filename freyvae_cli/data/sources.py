@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from freyvae_cli.data import HEIGHT, WIDTH, DataError, data_url, download, load_faces, pixel_hash
+from freyvae_cli.data.frey import HEIGHT, WIDTH, DataError, data_url, download, load_faces, pixel_hash
 
 __all__ = ["load_data", "load_array", "load_or_download", "pixel_hash", "MIN_OWN"]
 
@@ -25,7 +25,7 @@ def load_data(path: str | Path, files: list[str] | None = None, skip_bad: bool =
     are there; `skip_bad`: leave out unreadable files), with a clear error for every way it can be wrong."""
     path = Path(path)
     if path.is_dir():
-        from freyvae_cli.images import read_folder
+        from freyvae_cli.data.images import read_folder
 
         if files is not None and not all((path / name).is_file() for name in files):
             files = None  # not the folder the model knew: read it all, and let the pixel hash tell

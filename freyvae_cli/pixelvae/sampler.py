@@ -35,9 +35,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from freyvae_cli.cone import guess
-from freyvae_cli.heap import keep_freed_memory
 from freyvae_cli.likelihood import LEVELS
+from freyvae_cli.pixelvae.guess import guess
+from freyvae_cli.speedups import keep_freed_memory
 
 BAND = 8  # rows updated per pass: chosen by benchmarks/bench_sampling.py --bands (docs/performance.md)
 # A matrix product rounds a row by how many rows the matrix has: torch rounds the rows of a tall

@@ -86,7 +86,9 @@ def train(
     quiet: QuietOpt = False,
 ) -> None:
     """Train the VAE; writes checkpoints, history.json and loss_curve.png into --out."""
-    from freyvae_cli import checkpoint, config, datasets, runs
+    from freyvae_cli import checkpoint, config, runs
+    from freyvae_cli.data import sources
+    from freyvae_cli.train import train as run_training
 
     options = {name: v.value if isinstance(v, Enum) else v for name, v in ctx.params.items()}
     explicit = {p for p in ctx.params if ctx.get_parameter_source(p).name not in ("DEFAULT", "DEFAULT_MAP")}
@@ -96,13 +98,11 @@ def train(
 
         check_installed()
     runs.check_out_folder(Path(cfg.out), resuming=resumed is not None, force=force)
-    faces, source = datasets.load_or_download(Path(cfg.data), ui.asker(json_out) if resumed is None else None,
+    faces, source = sources.load_or_download(Path(cfg.data), ui.asker(json_out) if resumed is None else None,
                                               ui.info, checkpoint.data_files(resumed), skip_bad, ui.warning)
-    data_hash = datasets.pixel_hash(faces)
+    data_hash = sources.pixel_hash(faces)
     if resumed is not None:
         runs.check_resume(resumed, resume, cfg, explicit, data_hash)
-    from freyvae_cli.train import train as run_training
-
     reporter = ui.TrainProgress()
     try:
         result = run_training(cfg, faces, data_hash, reporter, resumed, source)
@@ -129,8 +129,8 @@ def download(
     quiet: QuietOpt = False,
 ) -> None:
     """Download frey_rawface.mat from Sam Roweis' data page, check it, save it atomically."""
-    from freyvae_cli import data as fdata
-    from freyvae_cli.files import check_writable
+    from freyvae_cli.atomic_files import check_writable
+    from freyvae_cli.data import frey as fdata
 
     dest = check_writable(to or fdata.default_data_path())
     url = url or fdata.data_url()

@@ -10,7 +10,7 @@ import pytest
 
 REUSE = textwrap.dedent("""
     import ctypes, resource, sys
-    from freyvae_cli.heap import keep_freed_memory
+    from freyvae_cli.speedups import keep_freed_memory
     if sys.argv[1] == "keep":
         assert keep_freed_memory()
     libc = ctypes.CDLL(None)

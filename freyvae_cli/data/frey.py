@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from freyvae_cli import matfile
+from freyvae_cli.atomic_files import atomic_write
+from freyvae_cli.data import matfile
 from freyvae_cli.errors import FreyError, UsageError
-from freyvae_cli.files import atomic_write
 
 HEIGHT, WIDTH = 28, 20
 PIXELS = HEIGHT * WIDTH

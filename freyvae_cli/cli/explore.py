@@ -36,7 +36,7 @@ def explore(
     """The latent space live in the browser: sliders, the latent map, interpolation (Ctrl-C stops)."""
     import signal
 
-    from freyvae_cli.server import Explorer, ExploreServer
+    from freyvae_cli.explore_server import Explorer, ExploreServer
 
     if not 0 < span <= 10:
         raise UsageError(f"--range must be above 0 and at most 10 (got {span})")

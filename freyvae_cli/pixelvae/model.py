@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from freyvae_cli.data import HEIGHT, WIDTH
+from freyvae_cli.data.frey import HEIGHT, WIDTH
 from freyvae_cli.likelihood import LEVELS
-from freyvae_cli.model import VAE
+from freyvae_cli.vae import VAE
 
 
 class MaskedConv2d(nn.Conv2d):
@@ -92,6 +92,6 @@ class PixelVAE(VAE):
         u differs only by z. That is the image a pass per pixel in raster order draws; sampling.py
         finds it with far fewer passes over all pixels at once, from `start` (uint8 images) if
         given: the same image whatever the start (tests/test_sampling.py)."""
-        from freyvae_cli.sampling import sample
+        from freyvae_cli.pixelvae.sampler import sample
 
         return sample(self, z, u, start)

@@ -1,0 +1,57 @@
+"""`freyvae evaluate`: one model's numbers on one split (nats per image, bits/dim)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from freyvae_cli import ui
+from freyvae_cli.cli.common import (
+    DEFAULT_CHECKPOINT,
+    CheckpointOpt,
+    DataOpt,
+    Device,
+    DeviceOpt,
+    JsonOpt,
+    Precision,
+    QuietOpt,
+    Split,
+    command,
+    load,
+)
+
+
+@command
+def evaluate(
+    checkpoint: CheckpointOpt = Path(DEFAULT_CHECKPOINT),
+    data: DataOpt = None,
+    split: Annotated[Split, typer.Option(help="Which images to score.")] = Split.test,
+    iw_samples: Annotated[int, typer.Option(min=0, help="K for the importance-weighted bound (0: skip).")] = 1000,
+    elbo_samples: Annotated[int, typer.Option(min=1, help="z draws averaged for the ELBO.")] = 10,
+    seed: Annotated[int, typer.Option(help="Seed of the z draws.")] = 0,
+    device: DeviceOpt = Device.auto,
+    precision: Annotated[Precision, typer.Option(
+        help="How the importance-weighted bound decodes: bf16 runs the decoder's hidden layers in bf16 "
+             "(logits in fp32; ~25% faster where the CPU has native bf16); auto does so there for the "
+             "Bernoulli and categorical likelihoods, where it moves iw_nll far less than its sampling "
+             "spread; fp32 never. The ELBO, and GPUs, always decode in fp32.")] = Precision.auto,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Negative ELBO, importance-weighted NLL, KL per dimension, active units (nats per image)."""
+    from freyvae_cli import evaluate as ev
+    from freyvae_cli import latent
+
+    model, ckpt, faces = load(checkpoint, device, data)
+    x, _ = latent.split_images(ckpt, faces, split.value)
+    iw_bf16 = ev.iw_precision(precision.value, model.likelihood, next(model.parameters()).device,
+                              model.autoregressive)
+    with ui.task_progress(f"importance sampling (K={iw_samples})", total=iw_samples * len(x)) as advance:
+        result = ev.evaluate(model, x, iw_samples, elbo_samples, seed, advance, iw_bf16)
+    result["split"] = split.value
+    if not quiet:
+        ui.evaluation_table(result, iw_bf16)
+    if json_out:
+        ui.emit_json(result)
