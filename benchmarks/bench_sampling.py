@@ -1,5 +1,5 @@
 """PixelVAE's sampler, sequential (freyvae 0.1.0, tests/reference.py) against the fast one
-(freyvae_cli/sampler.py: guess.guess confirmed by fixed-point passes) and the fixed-point iteration
+(freyvae_cli/pixelvae/sampler.py: guess.guess confirmed by fixed-point passes) and the fixed-point iteration
 alone, side by side in one run on a trained model, checking that all agree bit for bit.
 
     python benchmarks/bench_sampling.py -c ../shared/models/pixelvae-321.pth --json
@@ -52,7 +52,7 @@ def one_face(model, u, reps: int) -> dict:
         t_plain, before = timed(lambda z=z: sampler.sample(model, z, u, start=black, band=sampler.BAND))
         stats = {}
         t_fast, got = timed(lambda z=z, stats=stats: sampler.sample(model, z, u, stats=stats))
-        t_guess, guessed = timed(lambda z=z: guess.guess(model, model.condition(z), u))
+        t_guess, guessed = timed(lambda z=z: guess.guess(model, model.condition(z), u, sampler.AT_ONCE))
         seq.append(t_seq)
         plain.append(t_plain)
         fast.append(t_fast)
@@ -72,7 +72,7 @@ def a_batch(model, u, n: int) -> dict:
     black = torch.zeros(1, 1, 28, 20, dtype=torch.uint8)
     t_plain, before = timed(lambda: sampler.sample(model, z, u, start=black, band=sampler.BAND))
     t_seq, want = timed(lambda: sequential_sample(model, z, u))
-    t_guess, guessed = timed(lambda: guess.guess(model, model.condition(z), u))
+    t_guess, guessed = timed(lambda: guess.guess(model, model.condition(z), u, sampler.AT_ONCE))
     return {"n": n, "sequential_ms": round(t_seq, 1), "fixed_point_alone_ms": round(t_plain, 1),
             "sampler_ms": round(t_fast, 1), "guess_ms": round(t_guess, 1),
             "guessed_right": f"{int((guessed == want).flatten(1).all(1).sum())}/{n}", "passes": stats["passes"],

@@ -21,7 +21,7 @@ DISCRETE = ("logistic", "categorical")
 
 
 @dataclass
-class Run:
+class SavedRun:
     name: str
     checkpoint: Path
     ckpt: dict
@@ -42,19 +42,19 @@ def resolve(path: Path) -> Path:
     raise FreyError(f"{path}: not a freyvae run (no {FINAL_NAME})")
 
 
-def load_runs(paths: list[Path], warn) -> list[Run]:
+def load_runs(paths: list[Path], warn) -> list[SavedRun]:
     """The runs that can be read; each one that cannot gets one warning line naming it."""
     runs = []
     for p in paths:
         try:
             ck = resolve(p)
-            runs.append(Run(str(p), ck, checkpoint.load(ck)))
+            runs.append(SavedRun(str(p), ck, checkpoint.load(ck)))
         except FreyError as e:
             warn(str(e))
     return runs
 
 
-def differing_settings(runs: list[Run]) -> list[str]:
+def differing_settings(runs: list[SavedRun]) -> list[str]:
     """The config keys whose values are not the same in every run, in the config's order."""
     keys: list[str] = []
     for r in runs:
@@ -62,7 +62,7 @@ def differing_settings(runs: list[Run]) -> list[str]:
     return [k for k in keys if len({repr(r.ckpt["config"].get(k)) for r in runs}) > 1]
 
 
-def row(run: Run, settings: list[str]) -> dict:
+def row(run: SavedRun, settings: list[str]) -> dict:
     """One run's line of the table: its differing settings, then what it reached."""
     cfg, history = run.ckpt["config"], run.ckpt["history"]
     last = history[-1] if history else {}
@@ -121,14 +121,3 @@ def compare(paths: list[Path], warn, sort: str | None = None
         rows.sort(key=lambda r: (r[key] is None, r[key] if isinstance(r[key], (int, float)) else str(r[key])))
     return rows, settings, metric, {r.name: r.ckpt["history"] for r in runs}
 
-
-def rows_csv(rows: list[dict]) -> str:
-    """The rows as CSV, the same columns as --json."""
-    import csv
-    import io
-
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()

@@ -4,7 +4,7 @@ Standard library only (http.server, threaded). The model decodes on the server; 
 faces as PNGs. Nothing from a request reaches the file system: the page's files are a fixed table,
 every parameter is parsed and checked, and a bad request gets a 4xx with a short JSON error. A face
 of the user's own arrives as its 560 grey values in the query string (the page makes them from the
-image: images.py's conversion); it is encoded and forgotten, never stored.
+image: data/images.py's conversion); it is encoded and forgotten, never stored.
 Requests whose Host header is not this server's own address are refused (DNS rebinding).
 """
 
@@ -44,7 +44,7 @@ class BadRequest(Exception):
 
 class Drawer:
     """PixelVAE faces for requests that come together, drawn together: each request's latent joins
-    the fixed-point draw under way (sampling.Fixpoint) and leaves it once its face is final, so no
+    the fixed-point draw under way (sampler.Fixpoint) and leaves it once its face is final, so no
     request waits for a whole batch, and 8 clients share every pass. One thread runs the passes,
     under the explorer's lock: a thread of its own, or (`thread` False) whoever calls run(): the
     command runs them on its main thread, where torch's thread pool runs a pass in half the time it
@@ -124,10 +124,10 @@ class Explorer:
 
     def __post_init__(self) -> None:
         if self.model.autoregressive:
-            from freyvae_cli.pixelvae import sampler as sampling
+            from freyvae_cli.pixelvae import sampler
 
             # each face drawn with the arithmetic of a draw of its own, however many are drawn with it
-            self.drawer = Drawer(lambda: sampling.Fixpoint(self.model, sampling.AT_ONCE, like_batch=1), self.lock,
+            self.drawer = Drawer(lambda: sampler.Fixpoint(self.model, sampler.AT_ONCE, like_batch=1), self.lock,
                                  latent.pixel_noise(self.model), self.drawer_thread)
 
     @classmethod

@@ -35,12 +35,17 @@ def best_epoch(history: list[dict]) -> dict | None:
     return min(scored, key=lambda r: r["val_loss"]) if scored else None
 
 
-def history_csv(history: list[dict]) -> str:
-    """history.json as CSV: one row per epoch, the same columns (for pandas, spreadsheets, gnuplot)."""
-    columns = list(dict.fromkeys(k for r in history for k in r))
-    lines = [",".join(columns)]
-    lines += [",".join("" if r.get(c) is None else repr(r[c]) for c in columns) for r in history]
-    return "\n".join(lines) + "\n"
+def csv_text(rows: list[dict]) -> str:
+    """Records as CSV, every key a column in order of first appearance, None and missing values
+    empty: history.csv (one row per epoch, for pandas, spreadsheets, gnuplot) and `compare --csv`."""
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(dict.fromkeys(k for r in rows for k in r)), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
 
 
 def check_out_folder(out: Path, resuming: bool, force: bool) -> None:

@@ -25,7 +25,7 @@ from freyvae_cli.config import TrainConfig
 from freyvae_cli.data.frey import literature_split, split_indices
 from freyvae_cli.errors import FreyError, UsageError
 from freyvae_cli.likelihood import neg_elbo
-from freyvae_cli.runs import BEST_NAME, FINAL_NAME, INTERRUPTED_NAME, TrainResult, best_epoch, history_csv
+from freyvae_cli.runs import BEST_NAME, FINAL_NAME, INTERRUPTED_NAME, TrainResult, best_epoch, csv_text
 from freyvae_cli.speedups import keep_freed_memory, native_bf16
 from freyvae_cli.vae import VAE  # the base class of every model
 
@@ -355,7 +355,7 @@ def log_epoch(run: Run, record: dict, reporter: Reporter, tb) -> None:
     """The record into the history, history.json and history.csv, the reporter and TensorBoard."""
     run.history.append(record)
     write_text(run.out / "history.json", json.dumps(run.history, indent=1) + "\n")
-    write_text(run.out / "history.csv", history_csv(run.history))
+    write_text(run.out / "history.csv", csv_text(run.history))
     reporter.epoch(record)
     if tb is not None:
         tb.epoch(record, run.model, run.x_test)

@@ -4,7 +4,7 @@ Encoder: three 3x3 convolutions (32, 64, 128 channels), each followed by 2x2 max
 ReLU: 28x20 -> 14x10 -> 7x5 -> 3x2, i.e. 128*3*2 = 768 features, and two dense layers for the mean
 and log-variance of q(z|x), 20-d. Decoder: a dense layer makes the 768 back from z, and three
 transposed convolutions (64, 32, then the likelihood's channels) give 3x2 -> 7x5 -> 14x10 -> 28x20
-exactly. The likelihoods and the loss are in likelihood.py; CPU speed tricks in fast.py.
+exactly. The likelihoods and the loss are in likelihood.py; CPU speed tricks in speedups.py.
 """
 
 from __future__ import annotations
@@ -18,6 +18,12 @@ from freyvae_cli.speedups import TapsConvTranspose2d
 # Log-variances are clamped to this range so exp() cannot overflow the KL; a trained model's
 # values lie well inside it (posterior std between 3e-7 and 2e4).
 LOGVAR_MIN, LOGVAR_MAX = -30.0, 20.0
+
+
+def reparameterise(mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """z = mu + sigma * eps, eps ~ N(0, I): a draw from q(z|x) that gradients flow through."""
+    eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+    return mu + torch.exp(0.5 * logvar) * eps
 
 
 class VAE(nn.Module):
@@ -38,7 +44,7 @@ class VAE(nn.Module):
         )
         self.to_mu = nn.Linear(768, latent_dim)
         self.to_logvar = nn.Linear(768, latent_dim)
-        # Taps for inference on CPUs (fast.py); with many output channels oneDNN is faster.
+        # Taps for inference on CPUs (speedups.py); with many output channels oneDNN is faster.
         last = nn.ConvTranspose2d if out_channels > 2 else TapsConvTranspose2d
         # In-place ReLUs: the layers before them keep their inputs, not their outputs, for the
         # backward pass, and evaluation decodes millions of z: copies would cost memory traffic.
@@ -77,6 +83,4 @@ class VAE(nn.Module):
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None):
         """p(x|z)'s parameters for one z ~ q(z|x) per image (the reparameterisation trick), mu, logvar."""
         mu, logvar = self.encode(x)
-        eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
-        z = mu + torch.exp(0.5 * logvar) * eps
-        return self.decode(z, x), mu, logvar
+        return self.decode(reparameterise(mu, logvar, generator), x), mu, logvar

@@ -1,5 +1,6 @@
 """The fixed-point sampler draws exactly the faces of the sequential one (tests/reference.py), bit
-for bit, from any start, on a tiny model and on the trained PixelVAE of ../shared/models."""
+for bit, from any start: on a tiny model, on a PixelVAE the tests train in seconds, and on the trained
+pixelvae-321 of ../shared/models where it is there."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import torch.nn.functional as F
 
 from freyvae_cli import checkpoint as ck
 from freyvae_cli import latent
+from freyvae_cli.data.frey import load_faces
 from freyvae_cli.pixelvae import guess, sampler
 from freyvae_cli.pixelvae.model import PixelVAE
 from tests.conftest import REAL_DATA
@@ -123,33 +125,37 @@ def test_the_manifold_draws_each_row_as_the_sequential_sampler_does(tiny):
         assert np.array_equal(row, want), i
 
 
-@pytest.fixture(scope="module")
-def trained():
-    if not TRAINED.is_file():
-        pytest.skip(f"{TRAINED} is absent")
-    model, ckpt = ck.load_model(TRAINED)
-    return model, ckpt
+@pytest.fixture(scope="module", params=["quick", "pixelvae-321"])
+def trained(request):
+    """A trained PixelVAE: one the tests train in seconds (every clone has it), and pixelvae-321
+    where ../shared/models has it. Its checkpoint, and the faces it was trained on."""
+    if request.param == "quick":
+        path, data = request.getfixturevalue("quick_pixelvae")
+    else:
+        if not TRAINED.is_file():
+            pytest.skip(f"{TRAINED} is absent")
+        path, data = TRAINED, REAL_DATA
+    model, ckpt = ck.load_model(path)
+    return model, ckpt, path, data
 
 
-def latents(model, ckpt) -> dict[str, torch.Tensor]:
+def latents(model, ckpt, data: Path) -> dict[str, torch.Tensor]:
     """Prior draws, the latent means of test faces, and a traversal around one of them."""
     prior = torch.randn(24, model.latent_dim, generator=torch.Generator().manual_seed(7))
-    if REAL_DATA.is_file():
-        from freyvae_cli.data.frey import load_faces
-
-        x, _ = latent.split_images(ckpt, load_faces(REAL_DATA), "test")
+    if data.is_file():
+        x, _ = latent.split_images(ckpt, load_faces(data), "test")
         means = latent.encode(model, x[:24])[0]
     else:  # without the data, points near the prior's bulk stand in for the means
         means = 0.5 * torch.randn(24, model.latent_dim, generator=torch.Generator().manual_seed(8))
-    dim = int(latent.kl_per_dim(model, x[:64]).argmax()) if REAL_DATA.is_file() else 0
+    dim = int(latent.kl_per_dim(model, x[:64]).argmax()) if data.is_file() else 0
     walk = means[0].repeat(24, 1)
     walk[:, dim] += torch.linspace(-3, 3, 24)
     return {"prior": prior, "reconstruction": means, "traversal": walk}
 
 
 def test_the_trained_model_at_batch_1_and_at_batch_72(trained):
-    model, ckpt = trained
-    z = latents(model, ckpt)
+    model, ckpt, _, data = trained
+    z = latents(model, ckpt, data)
     u = noise()
     everything = torch.cat(list(z.values()))
     want = sequential_sample(model, everything, u)
@@ -180,7 +186,7 @@ def tied_noise(model, z: torch.Tensor) -> torch.Tensor:
 
 
 def test_pixels_on_a_step_of_their_cdf_are_drawn_as_the_sequential_sampler_rounds_them(trained):
-    model, _ = trained
+    model, *_ = trained
     z = torch.randn(1, model.latent_dim, generator=torch.Generator().manual_seed(30))
     u = tied_noise(model, z)
     want = sequential_sample(model, z, u)
@@ -193,7 +199,7 @@ def test_pixels_on_a_step_of_their_cdf_are_drawn_as_the_sequential_sampler_round
 
 
 def test_the_two_products_cdfs_differ_by_far_less_than_the_tie_margin(trained):
-    model, _ = trained
+    model, *_ = trained
     z = torch.randn(8, model.latent_dim, generator=torch.Generator().manual_seed(31))
     x = sampler.sample(model, z, noise())
     weight, bias = model.to_logits.weight.flatten(1), model.to_logits.bias
@@ -206,7 +212,7 @@ def test_the_two_products_cdfs_differ_by_far_less_than_the_tie_margin(trained):
 
 def test_commands_draw_the_faces_they_drew_before(trained):
     """latent.sample (the `sample` command's faces) equals the sequential sampler's."""
-    model, _ = trained
+    model, *_ = trained
     faces = latent.sample(model, 4, seed=11)
     z = torch.randn(4, model.latent_dim, generator=torch.Generator().manual_seed(11))
     want = sequential_sample(model, z, noise(11)).squeeze(1).float().numpy() / 255.0
@@ -215,20 +221,19 @@ def test_commands_draw_the_faces_they_drew_before(trained):
 
 @pytest.fixture(scope="module")
 def explorer(trained):
-    """The explore server's state for the trained model (it needs the real test faces)."""
-    if not REAL_DATA.is_file():
-        pytest.skip(f"{REAL_DATA} is absent")
-    from freyvae_cli.data.frey import load_faces
+    """The explore server's state for the trained model (it needs the faces it was trained on)."""
+    model, ckpt, path, data = trained
+    if not data.is_file():
+        pytest.skip(f"{data} is absent")
     from freyvae_cli.explore_server import Explorer
 
-    model, ckpt = trained
-    return Explorer.build(model, ckpt, load_faces(REAL_DATA), str(TRAINED), 3.0)
+    return Explorer.build(model, ckpt, load_faces(data), str(path), 3.0)
 
 
 def test_the_explorer_draws_the_sequential_face_mostly_in_one_pass(trained, explorer):
     from freyvae_cli.explore_server import png
 
-    model, _ = trained
+    model, *_ = trained
     z, drawing = explorer.mu[0].clone(), explorer.drawer.drawing
     passes = drawing.passes
     for step in range(3):
@@ -242,7 +247,7 @@ def test_the_explorer_draws_the_sequential_face_mostly_in_one_pass(trained, expl
 def test_concurrent_requests_share_passes_and_each_gets_the_face_it_would_get_alone(trained, explorer):
     import threading
 
-    model, _ = trained
+    model, *_ = trained
     z = torch.randn(8, model.latent_dim, generator=torch.Generator().manual_seed(21))
     drawing = explorer.drawer.drawing
     passes, image_passes = drawing.passes, drawing.image_passes
@@ -308,3 +313,23 @@ def test_a_failed_pass_fails_every_request_in_the_draw_and_the_next_starts_afres
     assert not any(t.is_alive() for t in [first, *rest])
     assert results == {i: "out of memory" for i in range(4)}
     assert Failing.made == 2 and drawer.drawing.added == 0  # a fresh engine for the next requests
+
+
+def test_without_torchs_private_conv_api_the_sampler_still_draws_valid_faces(trained, monkeypatch):
+    """Where a torch lacks _select_conv_backend, masked_layers falls back to F.conv2d: each face is
+    still the fixed point of its own noise (every pixel the level its CDF gives under the pixels
+    before it, but for rare near-ties), and nearly always the sequential sampler's face."""
+    model, *_ = trained
+    z = torch.randn(12, model.latent_dim, generator=torch.Generator().manual_seed(40))
+    u = torch.rand(12, 1, 28, 20, generator=torch.Generator().manual_seed(41))
+    want = sequential_sample(model, z, u)
+    assert sampler.conv_backend(torch.empty(1, 1, 8, 20), model.image_in.weight, model.image_in.bias, [3, 3])
+    monkeypatch.delattr(torch._C, "_select_conv_backend")
+    assert sampler.conv_backend(torch.empty(1, 1, 8, 20), model.image_in.weight, model.image_in.bias, [3, 3]) is None
+    faces = sampler.sample(model, z, u)
+    assert faces.dtype == torch.uint8 and faces.shape == (12, 1, 28, 20)
+    with torch.no_grad():
+        logits = model.to_logits(model.features(faces.float() / 255, model.condition(z))).permute(0, 2, 3, 1)
+    levels, _ = sampler.inverse_cdf(logits, u[:, 0])
+    assert (levels == faces[:, 0]).float().mean() > 0.999
+    assert (faces == want).flatten(1).all(1).sum() >= 10

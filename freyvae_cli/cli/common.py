@@ -14,6 +14,7 @@ from typing import Annotated, Optional
 import typer
 
 from freyvae_cli import __version__, ui
+from freyvae_cli.config import LIKELIHOODS, MODELS, PRECISIONS
 from freyvae_cli.errors import FreyError
 
 app = typer.Typer(
@@ -36,16 +37,10 @@ class Device(str, Enum):
     mps = "mps"
 
 
-class Likelihood(str, Enum):
-    bernoulli = "bernoulli"
-    logistic = "logistic"
-    categorical = "categorical"
-
-
-class Precision(str, Enum):
-    auto = "auto"
-    fp32 = "fp32"
-    bf16 = "bf16"
+# The choices that config.py owns, as the Enums Typer lists in --help and checks.
+Likelihood = Enum("Likelihood", [(name, name) for name in LIKELIHOODS], type=str)
+Precision = Enum("Precision", [(name, name) for name in PRECISIONS], type=str)
+ModelName = Enum("ModelName", [(name, name) for name in MODELS], type=str)
 
 
 class Split(str, Enum):
@@ -67,11 +62,6 @@ class SplitKind(str, Enum):
 class Crop(str, Enum):
     centre = "centre"
     none = "none"
-
-
-class ModelName(str, Enum):
-    seed = "seed"
-    pixelvae = "pixelvae"
 
 
 # Options shared by several commands.

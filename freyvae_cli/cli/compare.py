@@ -45,8 +45,9 @@ def compare(
         ui.comparison_table(rows, settings, metric)
     if csv is not None:
         from freyvae_cli.atomic_files import write_text
+        from freyvae_cli.runs import csv_text
 
-        write_text(csv, cmp.rows_csv(rows))
+        write_text(csv, csv_text(rows))
     if plot is not None:
         from freyvae_cli import figures
 

@@ -1,4 +1,4 @@
-"""`freyvae explore`: the latent space in the browser; server.py serves it."""
+"""`freyvae explore`: the latent space in the browser; explore_server.py serves it."""
 
 from __future__ import annotations
 

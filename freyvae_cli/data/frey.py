@@ -1,7 +1,7 @@
 """The Frey Face data: load and check the .mat file, split it, download it.
 
 The file holds one 8-bit grey 28x20 face per column of the matrix `ff` (560 x N). Faces of your own
-(a folder of images, a .npy/.npz array) are datasets.py's.
+(a folder of images, a .npy/.npz array) are sources.py's.
 """
 
 from __future__ import annotations
@@ -17,12 +17,13 @@ from pathlib import Path
 import numpy as np
 
 from freyvae_cli.atomic_files import atomic_write
+from freyvae_cli.config import TrainConfig
 from freyvae_cli.data import matfile
 from freyvae_cli.errors import FreyError, UsageError
 
 HEIGHT, WIDTH = 28, 20
 PIXELS = HEIGHT * WIDTH
-DEFAULT_PATH = "data/frey_rawface.mat"
+DEFAULT_PATH = TrainConfig.data  # data/frey_rawface.mat
 URL = "https://cs.nyu.edu/~roweis/data/frey_rawface.mat"
 
 
@@ -150,9 +151,8 @@ def pixel_hash(faces: np.ndarray) -> str:
 
 
 def split_indices(n: int, test_fraction: float = 0.2, split_seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Shuffle with a seeded generator; the first round((1-f)*n) indices train, the rest test."""
-    if not 0.0 < test_fraction < 1.0:
-        raise UsageError(f"--test-fraction must be between 0 and 1 (got {test_fraction})")
+    """Shuffle with a seeded generator; the first round((1-f)*n) indices train, the rest test.
+    (config.check_options says which fractions are valid at all; this, which leave both sides faces.)"""
     perm = np.random.default_rng(split_seed).permutation(n)
     n_train = round((1.0 - test_fraction) * n)
     if n_train < 1 or n_train >= n:

@@ -4,7 +4,7 @@ here, and then reading the Frey Face file takes 2 ms. Every command that reads t
 This reader knows only what such a file holds: a 128-byte header, then one element per variable,
 perhaps zlib-compressed, each a real numeric matrix (flags, dimensions, name, values in column-major
 order). For anything else (big-endian, cells, structs, text, sparse, complex, logical), and for any bytes it
-cannot make sense of, read() answers None, and data.py has scipy read the file, in a forked child,
+cannot make sense of, read() answers None, and frey.py has scipy read the file, in a forked child,
 with its messages. tests/test_bad_input.py checks this reader against scipy.
 """
 

@@ -1,4 +1,4 @@
-"""--data of any kind: the Frey Face .mat file (data.py), a folder of images of your own (images.py
+"""--data of any kind: the Frey Face .mat file (frey.py), a folder of images of your own (images.py
 makes each a face) or a .npy/.npz array of uint8 faces (N, 28, 20); what they were is kept in
 checkpoints as data_source (kind, path, images, and a folder's file names in the order read)."""
 

@@ -14,7 +14,7 @@ CDF may take the next level: 5 faces in 2400 of the trained PixelVAE (docs/perfo
 the guess as its start and checks every pixel with torch's own arithmetic, so the faces are the
 sequential sampler's, bit for bit, whatever the guess.
 
-The PixelCNN of pixelvae.py, written per pixel with s_k = a_k + c_{k+1} (a_k its residual stream,
+The PixelCNN of model.py, written per pixel with s_k = a_k + c_{k+1} (a_k its residual stream,
 c_k what z says to layer k, c_{K+1} = 0), A the 7x7 type-A convolution, B_k the 3x3 type-B ones:
     s_0 = A(x) + c_0 + c_1,   s_{k+1} = s_k + c_{k+2} - c_{k+1} + B_k(relu(s_k)),   logits = W relu(s_K) + b
 """
@@ -27,8 +27,6 @@ import numpy as np
 import torch
 
 from freyvae_cli.likelihood import LEVELS
-
-AT_ONCE = 100  # faces a guess draws together: their conditions and layer outputs (about 1 MB a face) are held together
 
 
 def _numpy(t: torch.Tensor) -> np.ndarray:
@@ -69,12 +67,13 @@ def _schedule(height: int, width: int, offsets: tuple[tuple[tuple[int, ...], tup
 
 
 @torch.no_grad()
-def guess(model, cond: list[torch.Tensor], u: torch.Tensor) -> torch.Tensor:
+def guess(model, cond: list[torch.Tensor], u: torch.Tensor, at_once: int | None = None) -> torch.Tensor:
     """The sequential draw (uint8, (B, 1, H, W)) for conditions `cond` (PixelVAE.condition of B
-    latents) and noise u (1 or B, 1, H, W), up to rounding: nearly always the very face."""
-    if len(cond[0]) > AT_ONCE:
-        return torch.cat([guess(model, [c[i:i + AT_ONCE] for c in cond], u if len(u) == 1 else u[i:i + AT_ONCE])
-                          for i in range(0, len(cond[0]), AT_ONCE)])
+    latents) and noise u (1 or B, 1, H, W), up to rounding: nearly always the very face. At most
+    `at_once` faces (all by default) are drawn together: their layer outputs take about 1 MB a face."""
+    if at_once is not None and len(cond[0]) > at_once:
+        return torch.cat([guess(model, [c[i:i + at_once] for c in cond], u if len(u) == 1 else u[i:i + at_once])
+                          for i in range(0, len(cond[0]), at_once)])
     layers = [model.image_in, *model.blocks]
     taps = [_taps(m) for m in layers]
     order, steps, sizes = _schedule(*model.image_shape, tuple((tuple(dy), tuple(dx)) for dy, dx, _ in taps))

@@ -8,7 +8,7 @@ raster order: one 7x7 type-A convolution on the image, then residual blocks of o
 convolution each, every one also fed the feature map through a 1x1 convolution (and, in
 training, dropout on its input against overfitting 1565 faces), and a 1x1 convolution to 256
 logits. log p(x|z) = sum_i log p(x_i | x_<i, z) is exact and needs one pass over the image
-(teacher forcing); drawing x, pixel by pixel, is a fixed point that sampling.py finds in a few passes.
+(teacher forcing); drawing x, pixel by pixel, is a fixed point that sampler.py finds in a few passes.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from torch import nn
 
 from freyvae_cli.data.frey import HEIGHT, WIDTH
 from freyvae_cli.likelihood import LEVELS
-from freyvae_cli.vae import VAE
+from freyvae_cli.vae import VAE, reparameterise
 
 
 class MaskedConv2d(nn.Conv2d):
@@ -82,14 +82,12 @@ class PixelVAE(VAE):
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None):
         mu, logvar = self.encode(x)
-        eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
-        z = mu + torch.exp(0.5 * logvar) * eps
-        return self.decode(z, x, generator=generator), mu, logvar
+        return self.decode(reparameterise(mu, logvar, generator), x, generator=generator), mu, logvar
 
     def sample(self, z: torch.Tensor, u: torch.Tensor, start: torch.Tensor | None = None) -> torch.Tensor:
         """Images x ~ p(x|z) as uint8 (B, 1, 28, 20). Pixel i takes the value where its CDF, given
         z and the pixels before it, first reaches u_i (inverse-CDF sampling), so a grid that shares
-        u differs only by z. That is the image a pass per pixel in raster order draws; sampling.py
+        u differs only by z. That is the image a pass per pixel in raster order draws; sampler.py
         finds it with far fewer passes over all pixels at once, from `start` (uint8 images) if
         given: the same image whatever the start (tests/test_sampling.py)."""
         from freyvae_cli.pixelvae.sampler import sample

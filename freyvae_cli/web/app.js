@@ -207,7 +207,7 @@ function walk() {
   setZ(state.mu.map((v, d) => (1 - t) * v + t * state.otherMu[d]));
 }
 
-// ---- your image: made a face here exactly as `freyvae encode` makes it (freyvae_cli/images.py):
+// ---- your image: made a face here exactly as `freyvae encode` makes it (freyvae_cli/data/images.py):
 // upright, over white, grey as 0.299 R + 0.587 G + 0.114 B, the largest centred 20:28 box, then
 // Pillow's box filter down to 20x28. Only the 560 grey values go to the server.
 const FACE_W = 20, FACE_H = 28, MAX_PIXELS = 50e6;
