@@ -22,7 +22,6 @@ from freyvae_cli.errors import FreyError
 from freyvae_cli.vae import VAE
 
 FORMAT = "freyvae-checkpoint-1"
-DEFAULT_PATH = "runs/vae_final_model.pth"
 REQUIRED = ("format", "model", "epoch", "config", "split", "history")
 
 

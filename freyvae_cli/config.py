@@ -3,6 +3,7 @@ turns its options (and a resumed run's own settings) into one."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -59,6 +60,11 @@ class TrainConfig:
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
+def default_data_path() -> Path:
+    """`FREYVAE_DATA` if set, else data/frey_rawface.mat (TrainConfig.data's default)."""
+    return Path(os.environ.get("FREYVAE_DATA") or TrainConfig.data)
+
+
 def resolve(options: dict, explicit: set[str], load: Callable[[Path], dict]) -> tuple[TrainConfig, dict | None]:
     """The settings of a run, and the checkpoint it resumes (None for a new run).
 
@@ -101,8 +107,6 @@ def check_options(options: dict, explicit: set[str]) -> None:
 
 def _place(cfg: TrainConfig, options: dict, explicit: set[str], resume: Path | None, resumed: dict | None) -> None:
     """Where a run reads and writes: its data, its folder, its TensorBoard folder, and its epochs."""
-    from freyvae_cli.data.frey import default_data_path
-
     if resumed is None:
         cfg.data, cfg.out = str(options.get("data") or default_data_path()), str(options.get("out") or "runs")
     else:

@@ -97,3 +97,32 @@ def anchors(doc: Path) -> set[str]:
 
 def test_the_readme_is_short():
     assert len((ROOT / "README.md").read_text().splitlines()) <= 180
+
+
+def mapped_files(doc: Path) -> set[str]:
+    """The files the tree in docs/layout.md names, as paths: each line's first word, under the
+    folders (words ending in /) indented above it."""
+    block = doc.read_text().split("```")[1]
+    folders: list[tuple[int, str]] = []
+    found = set()
+    for line in block.splitlines():
+        if not line.strip():
+            continue
+        indent, word = len(line) - len(line.lstrip()), line.split()[0]
+        if not re.fullmatch(r"[\w.]+/?", word):
+            continue  # a description's continuation line
+        while folders and folders[-1][0] >= indent:
+            folders.pop()
+        path = "".join(name for _, name in folders) + word
+        if word.endswith("/"):
+            folders.append((indent, word))
+        else:
+            found.add(path)
+    return found
+
+
+def test_the_layout_guide_names_every_module_and_no_other():
+    actual = {str(p.relative_to(ROOT)) for p in PACKAGE.rglob("*.py")}
+    named = {p for p in mapped_files(ROOT / "docs" / "layout.md") if p.endswith(".py") and p.startswith("freyvae_cli/")}
+    assert not actual - named, f"docs/layout.md leaves out {sorted(actual - named)}"
+    assert not named - actual, f"docs/layout.md names modules that do not exist: {sorted(named - actual)}"

@@ -130,9 +130,10 @@ def download(
 ) -> None:
     """Download frey_rawface.mat from Sam Roweis' data page, check it, save it atomically."""
     from freyvae_cli.atomic_files import check_writable
+    from freyvae_cli.config import default_data_path
     from freyvae_cli.data import frey as fdata
 
-    dest = check_writable(to or fdata.default_data_path())
+    dest = check_writable(to or default_data_path())
     url = url or fdata.data_url()
     if dest.exists() and not force:
         faces = fdata.load_faces(dest)

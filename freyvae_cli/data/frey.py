@@ -17,13 +17,12 @@ from pathlib import Path
 import numpy as np
 
 from freyvae_cli.atomic_files import atomic_write
-from freyvae_cli.config import TrainConfig
+from freyvae_cli.config import default_data_path
 from freyvae_cli.data import matfile
 from freyvae_cli.errors import FreyError, UsageError
 
 HEIGHT, WIDTH = 28, 20
 PIXELS = HEIGHT * WIDTH
-DEFAULT_PATH = TrainConfig.data  # data/frey_rawface.mat
 URL = "https://cs.nyu.edu/~roweis/data/frey_rawface.mat"
 
 
@@ -34,11 +33,6 @@ class DataError(FreyError):
 def data_url() -> str:
     """`FREYVAE_DATA_URL` (a mirror) if set, else the canonical address."""
     return os.environ.get("FREYVAE_DATA_URL") or URL
-
-
-def default_data_path() -> Path:
-    """`FREYVAE_DATA` if set, else data/frey_rawface.mat."""
-    return Path(os.environ.get("FREYVAE_DATA") or DEFAULT_PATH)
 
 
 def data_path(given: str | Path | None = None, trained_on: str | None = None) -> Path:
