@@ -265,7 +265,7 @@ def test_concurrent_requests_share_passes_and_each_gets_the_face_it_would_get_al
 
 
 class Failing:
-    """An engine for server.Drawer whose second pass fails, after a first slow enough for other
+    """An engine for explore_server.Drawer whose second pass fails, after a first slow enough for other
     requests to arrive meanwhile."""
 
     made = 0

@@ -10,7 +10,7 @@ can be drawn at step c + 4r: row r runs 4 columns behind row r - 1, 5 rows toget
 for 560 pixels (a wavefront).
 
 Its sums are NumPy's, not torch's, so a pixel whose noise lies within a rounding of a step of its
-CDF may take the next level: 5 faces in 2400 of the trained PixelVAE (docs/performance.md). sampling.Fixpoint takes
+CDF may take the next level: 5 faces in 2400 of the trained PixelVAE (docs/performance.md). sampler.Fixpoint takes
 the guess as its start and checks every pixel with torch's own arithmetic, so the faces are the
 sequential sampler's, bit for bit, whatever the guess.
 
