@@ -25,7 +25,7 @@ def check_writable(path: str | Path, extensions: tuple[str, ...] | None = None) 
         raise FreyError(f"cannot write {path}: it is a folder; give a file name")
     if extensions is not None and path.suffix.lower().lstrip(".") not in extensions:
         raise UsageError(
-            f"cannot write {path}: unknown image format {path.suffix or '(no extension)'!r}; "
+            f"cannot write {path}: unknown format {path.suffix or '(no extension)'!r}; "
             f"use one of {', '.join('.' + e for e in extensions)}"
         )
     parent = path.parent

@@ -20,8 +20,21 @@ _PIL_FORMAT = {"jpg": "JPEG", "jpeg": "JPEG", "tif": "TIFF", "tiff": "TIFF"}
 
 
 def check_out(path: str | Path, kind: str = "grid") -> Path:
-    """Fail before any work if `path` cannot be written as a face grid, a plot or a GIF."""
-    return check_writable(path, {"grid": GRID_FORMATS, "plot": PLOT_FORMATS, "gif": ("gif",)}[kind])
+    """Fail before any work if `path` cannot be written as a face grid, a plot, a GIF or an array."""
+    formats = {"grid": GRID_FORMATS, "plot": PLOT_FORMATS, "gif": ("gif",), "npy": ("npy",)}[kind]
+    return check_writable(path, formats)
+
+
+def as_uint8(faces: np.ndarray) -> np.ndarray:
+    """Faces in [0, 1] as the grey levels every figure shows."""
+    return (np.clip(faces, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def save_faces_npy(faces: np.ndarray, path: str | Path) -> Path:
+    """Faces (n, 28, 20) in [0, 1] as a uint8 .npy array of the grey levels the figures show."""
+    buffer = io.BytesIO()
+    np.save(buffer, as_uint8(faces), allow_pickle=False)
+    return atomic_write(path, lambda f: f.write(buffer.getbuffer()))
 
 
 def _font(size: int):
@@ -59,7 +72,7 @@ def face_grid(
         if labels:
             draw.text((sep + 2, top + h // 2), labels[r], fill=0, font=font, anchor="lm")
         for c, face in enumerate(row):
-            pixels = (np.clip(face, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+            pixels = as_uint8(face)
             tile = Image.fromarray(pixels, mode="L").resize((w, h), Image.NEAREST)
             canvas.paste(tile, (label_w + sep + c * (w + sep), top))
     return canvas

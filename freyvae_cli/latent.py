@@ -2,8 +2,10 @@
 
 Each function takes a trained model and returns faces as numpy arrays (n, 28, 20) in [0, 1];
 drawing them is figures.py's job. A decoder that factorises over pixels gives the mean image
-E[x|z]; an autoregressive one has no tractable mean, so each face is one draw x ~ p(x|z) with the
-same pixel noise for every face of a figure: faces then differ only by z (what_is_drawn says so).
+E[x|z]; an autoregressive one has no tractable mean, so each face is one draw x ~ p(x|z). Where
+faces are compared along z (traverse, interpolate, manifold, explore) every face of a figure has the
+same pixel noise, so they differ only by z; where they are samples (`sample`, the realism test)
+each has its own (what_is_drawn says which).
 """
 
 from __future__ import annotations
@@ -49,29 +51,34 @@ def encode(model: VAE, x: torch.Tensor, batch: int = 1024) -> tuple[torch.Tensor
     return torch.cat([p[0] for p in parts]).cpu(), torch.cat([p[1] for p in parts]).cpu()
 
 
-def what_is_drawn(model: VAE) -> str:
+def what_is_drawn(model: VAE, shared_noise: bool = True) -> str:
     """A figure title's note on what a decoded face is."""
     if model.autoregressive:
-        return "each face one draw from p(x|z), the same pixel noise in every face"
+        noise = "the same pixel noise in every face" if shared_noise else "each with its own pixel noise"
+        return f"each face one draw from p(x|z), {noise}"
     return "each face the mean image E[x|z]"
 
 
-def pixel_noise(model: VAE, seed: int = 0) -> torch.Tensor:
-    """The uniform noise (1, 1, H, W) an autoregressive decoder draws every face with: the same for
-    every face of a figure, and for the explore server's faces (seed 0)."""
-    return torch.rand(1, 1, *model.image_shape, generator=torch.Generator().manual_seed(seed))
+def pixel_noise(model: VAE, seed: int = 0, faces: int = 1) -> torch.Tensor:
+    """The uniform noise (faces, 1, H, W) an autoregressive decoder draws faces with: one for every
+    face of a figure (and for the explore server's faces, seed 0), or one for each face. The first
+    face's noise is the shared noise of the same seed."""
+    return torch.rand(faces, 1, *model.image_shape, generator=torch.Generator().manual_seed(seed))
 
 
 @torch.no_grad()
-def decode(model: VAE, z: torch.Tensor, batch: int = 1024, noise_seed: int = 0) -> np.ndarray:
+def decode(model: VAE, z: torch.Tensor, batch: int = 1024, noise_seed: int = 0,
+           shared_noise: bool = True) -> np.ndarray:
     """The face for each latent vector, as (n, 28, 20) floats in [0, 1]: the mean image, or for an
-    autoregressive decoder one draw with the uniform pixel noise of `noise_seed` shared by all."""
+    autoregressive decoder one draw with the uniform pixel noise of `noise_seed`, shared by all or
+    each face's own."""
     device = next(model.parameters()).device
     if model.autoregressive:
         from freyvae_cli.pixelvae.sampler import CHUNK
 
-        u = pixel_noise(model, noise_seed)
-        out = [model.sample(z[i:i + CHUNK].to(device), u).cpu().float() / 255.0 for i in range(0, len(z), CHUNK)]
+        u = pixel_noise(model, noise_seed, 1 if shared_noise else len(z))
+        out = [model.sample(z[i:i + CHUNK].to(device), u if shared_noise else u[i:i + CHUNK]).cpu().float() / 255.0
+               for i in range(0, len(z), CHUNK)]
     else:
         out = [mean_image(model.decode(z[i:i + batch].to(device)), model.likelihood).cpu()
                for i in range(0, len(z), batch)]
@@ -97,9 +104,11 @@ def encode_with_elbo(model: VAE, x: torch.Tensor, samples: int = 10, seed: int =
 
 
 def sample(model: VAE, n: int, seed: int = 0) -> np.ndarray:
-    """n faces decoded from z ~ N(0, I), drawn on the CPU so any device gives the same faces."""
+    """n new faces: z ~ N(0, I), each face with its own pixel noise (an autoregressive decoder),
+    drawn on the CPU so any device gives the same faces."""
     z = torch.randn(n, model.latent_dim, generator=torch.Generator().manual_seed(seed))
-    return decode(model, z, noise_seed=seed)
+    return decode(model, z, noise_seed=seed, shared_noise=False)
+
 
 
 def kl_per_dim(model: VAE, x: torch.Tensor) -> np.ndarray:

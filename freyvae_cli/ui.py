@@ -162,7 +162,19 @@ def evaluation_table(r: dict, iw_bf16: bool) -> None:
         t.add_row("bce_floor", f"{r['bce_floor']:.2f}", "sum of pixel entropies: the best any Bernoulli decoder gets")
         t.add_row("excess", f"{r['excess']:.2f}", "neg_elbo - bce_floor")
     t.add_row("active_units", f"{r['active_units']} / {len(r['kl_per_dim'])}", "dims with Var_x E\\[z_d] > 0.01")
+    if r.get("realism"):
+        q = r["realism"]
+        t.add_section()
+        t.add_row("realism", f"{q['accuracy']:.3f} ± {q['accuracy_sd']:.3f}",
+                  f"a classifier tells {q['faces']} prior samples from the test faces (0.5: cannot)")
+        t.add_row("  control", f"{q['control_accuracy']:.3f} ± {q['control_accuracy_sd']:.3f}",
+                  "the same test, training faces against test faces")
+        t.add_row("  nearest, samples", f"{q['samples_nearest_train_rms']:.1f}",
+                  "median RMS grey levels from a sample to its nearest training face")
+        t.add_row("  nearest, test", f"{q['held_out_nearest_train_rms']:.1f}", "the same from a test face")
     console().print(t)
+    if r.get("realism", {}).get("copies_training_faces"):
+        warning("the samples lie far closer to training faces than test faces do: the model copies its training faces")
 
 
 def comparison_table(rows: list[dict], settings: list[str], metric: str | None) -> None:

@@ -142,3 +142,19 @@ def test_info_json(runner, trained):
 def test_quiet_prints_nothing_on_stderr(runner, trained, tmp_path):
     r = runner.invoke(app, ["sample", "-c", str(trained), "-o", str(tmp_path / "q.png"), "--quiet"])
     assert r.exit_code == 0 and r.stderr == "" and r.stdout == ""
+
+
+def test_sample_npy_writes_the_faces_as_uint8(runner, trained, tmp_path):
+    npy = tmp_path / "faces.npy"
+    r = runner.invoke(app, ["sample", "-c", str(trained), "-n", "7", "--seed", "2", "-o", str(tmp_path / "s.png"),
+                            "--npy", str(npy), "--json"])
+    assert r.exit_code == 0, r.output
+    assert last_json(r.stdout)["npy"] == str(npy)
+    faces = np.load(npy, allow_pickle=False)
+    assert faces.dtype == np.uint8 and faces.shape == (7, 28, 20)
+    grid = np.asarray(Image.open(tmp_path / "s.png").convert("L"))
+    tile = grid[2:2 + 28 * 4:4, 2:2 + 20 * 4:4]  # the first face of the grid, at scale 4 after a 2-pixel border
+    assert np.array_equal(tile, faces[0])
+    bad = runner.invoke(app, ["sample", "-c", str(trained), "--npy", str(tmp_path / "faces.csv")])
+    assert bad.exit_code == 2 and "use one of .npy" in bad.output
+    assert not (tmp_path / "faces.csv").exists()

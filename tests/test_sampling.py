@@ -210,13 +210,19 @@ def test_the_two_products_cdfs_differ_by_far_less_than_the_tie_margin(trained):
     assert (tall - alone).abs().max() < sampler.TIE / 10
 
 
-def test_commands_draw_the_faces_they_drew_before(trained):
-    """latent.sample (the `sample` command's faces) equals the sequential sampler's."""
+def test_sample_draws_each_face_with_its_own_noise_and_each_is_the_sequential_draw(trained):
+    """latent.sample (the `sample` command's faces): each face the sequential sampler's draw with
+    its own pixel noise; the first face's noise is the shared noise the figures along z use."""
     model, *_ = trained
     faces = latent.sample(model, 4, seed=11)
     z = torch.randn(4, model.latent_dim, generator=torch.Generator().manual_seed(11))
-    want = sequential_sample(model, z, noise(11)).squeeze(1).float().numpy() / 255.0
+    u = torch.rand(4, 1, 28, 20, generator=torch.Generator().manual_seed(11))
+    assert not torch.equal(u[0], u[1]) and torch.equal(u[:1], noise(11))
+    want = sequential_sample(model, z, u).squeeze(1).float().numpy() / 255.0
     assert np.array_equal(faces, want)
+    shared = latent.decode(model, z, noise_seed=11)  # traverse, interpolate, manifold: one noise for all
+    assert np.array_equal(shared, sequential_sample(model, z, noise(11)).squeeze(1).float().numpy() / 255.0)
+    assert np.array_equal(shared[0], faces[0]) and not np.array_equal(shared[1:], faces[1:])
 
 
 @pytest.fixture(scope="module")

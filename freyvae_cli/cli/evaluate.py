@@ -37,20 +37,31 @@ def evaluate(
              "(logits in fp32; ~25% faster where the CPU has native bf16); auto does so there for the "
              "Bernoulli and categorical likelihoods, where it moves iw_nll far less than its sampling "
              "spread; fp32 never. The ELBO, and GPUs, always decode in fp32.")] = Precision.auto,
+    realism: Annotated[bool, typer.Option("--realism", help="Also test whether new faces pass for real: a small "
+                       "classifier's accuracy telling prior samples from the test faces (0.5: it cannot), a "
+                       "control on training faces, and how close samples lie to training faces "
+                       "(docs/models.md, Realism).")] = False,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Negative ELBO, importance-weighted NLL, KL per dimension, active units (nats per image)."""
+    """Negative ELBO, importance-weighted NLL, KL per dimension, active units (nats per image); --realism."""
     from freyvae_cli import evaluate as ev
     from freyvae_cli import latent
 
     model, ckpt, faces = load(checkpoint, device, data)
     x, _ = latent.split_images(ckpt, faces, split.value)
+    if realism:
+        from freyvae_cli import realism as rl
+
+        rl.check(ckpt)
     iw_bf16 = ev.iw_precision(precision.value, model.likelihood, next(model.parameters()).device,
                               model.autoregressive)
     with ui.task_progress(f"importance sampling (K={iw_samples})", total=iw_samples * len(x)) as advance:
         result = ev.evaluate(model, x, iw_samples, elbo_samples, seed, advance, iw_bf16)
     result["split"] = split.value
+    if realism:
+        with ui.task_progress("realism: classifier folds", total=2 * rl.FOLDS) as advance:
+            result["realism"] = rl.of_model(model, ckpt, faces, seed, advance)
     if not quiet:
         ui.evaluation_table(result, iw_bf16)
     if json_out:

@@ -68,19 +68,26 @@ def sample(
     seed: Annotated[int, typer.Option(help="Seed of the prior draws.")] = 0,
     cols: Annotated[int, typer.Option(min=1, help="Faces per row.")] = 10,
     scale: ScaleOpt = 4,
+    npy: Annotated[Optional[Path], typer.Option("--npy", show_default=False,
+                   help="Also write the faces here as a uint8 array of shape (n, 28, 20).")] = None,
     device: DeviceOpt = Device.auto,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """New faces: decode z drawn from the prior N(0, I)."""
+    """New faces: decode z drawn from the prior N(0, I) (PixelVAE: each with its own pixel noise)."""
     from freyvae_cli import figures, latent
 
     figures.check_out(out)
+    if npy is not None:
+        figures.check_out(npy, "npy")
     model, _, _ = load(checkpoint, device, need_data=False)
     faces = latent.sample(model, n, seed)
-    title = f"z ~ N(0, I); {latent.what_is_drawn(model)}" if model.autoregressive else None
+    title = f"z ~ N(0, I); {latent.what_is_drawn(model, shared_noise=False)}" if model.autoregressive else None
     figures.save_image(figures.face_grid(figures.chunk(faces, cols), scale=scale, title=title), out)
-    done(json_out, {"out": str(out), "n": n, "seed": seed}, f"wrote {out}: {n} faces sampled from the prior")
+    if npy is not None:
+        figures.save_faces_npy(faces, npy)
+    payload = {"out": str(out), "n": n, "seed": seed, **({"npy": str(npy)} if npy is not None else {})}
+    done(json_out, payload, f"wrote {out}{f' and {npy}' if npy is not None else ''}: {n} faces sampled from the prior")
 
 
 @command
