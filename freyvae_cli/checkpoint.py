@@ -72,6 +72,10 @@ def validate(ckpt: object, path: Path) -> dict:
         raise CheckpointError(f"{path} has no valid latent size in its config")
     if cfg.get("likelihood") not in LIKELIHOODS:
         raise CheckpointError(f"{path} has an unknown likelihood {cfg.get('likelihood')!r}")
+    for name, low, high in (("blocks", 1, 16), ("channels", 4, 256)):  # pixelvae's PixelCNN, built from these
+        value = cfg.get(name, 4 if name == "blocks" else 32)
+        if type(value) is not int or not low <= value <= high:
+            raise CheckpointError(f"{path} has an invalid {name} {value!r} in its config ({low}..{high})")
     if cfg.get("model", "seed") not in MODELS:
         raise CheckpointError(f"{path} has an unknown model {cfg.get('model')!r} (known: {', '.join(MODELS)})")
     split = ckpt["split"]
@@ -97,7 +101,7 @@ def new_model(cfg: TrainConfig) -> VAE:
     if cfg.model == "pixelvae":
         from freyvae_cli.pixelvae.model import PixelVAE
 
-        return PixelVAE(cfg.latent_dim, cfg.likelihood, dropout=cfg.dropout)
+        return PixelVAE(cfg.latent_dim, cfg.likelihood, cfg.channels, cfg.blocks, cfg.dropout)
     return VAE(cfg.latent_dim, cfg.likelihood)
 
 

@@ -22,8 +22,8 @@ LITERATURE_SEED = 123  # the first of the published split seeds 123, 321, 231
 
 # Settings that must match when a run is resumed: they change the model, the data or the maths.
 RESUME_MUST_MATCH = (
-    "latent_dim", "likelihood", "batch_size", "lr", "lr_schedule", "beta", "dropout", "kl_warmup",
-    "test_fraction", "split_seed", "seed", "precision", "model", "split",
+    "latent_dim", "likelihood", "batch_size", "lr", "lr_schedule", "beta", "dropout", "ema", "blocks", "channels",
+    "kl_warmup", "test_fraction", "split_seed", "seed", "precision", "model", "split",
 )
 
 
@@ -40,6 +40,9 @@ class TrainConfig:
     likelihood: str = "bernoulli"
     beta: float = 1.0
     dropout: float = 0.0  # pixelvae: dropout in the PixelCNN's residual blocks, in training
+    blocks: int = 4  # pixelvae: residual blocks of the PixelCNN (each sees one row further up)
+    channels: int = 32  # pixelvae: channels of the PixelCNN and of z's feature map
+    ema: float = 0.0  # decay of an exponential moving average of the weights, which is scored and saved (0: none)
     kl_warmup: int = 0  # epochs over which the KL weight rises linearly from 0 to beta
     test_fraction: float = 0.2
     split: str = "random"  # random: test_fraction held out; literature: 1565/200/200, Berg et al.'s code

@@ -7,6 +7,7 @@ position inside an epoch) is in the checkpoint, so a resumed run continues bit f
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import math
 import platform
@@ -161,6 +162,7 @@ class Run:
     shuffle_gen: torch.Generator
     noise_gen: torch.Generator
     bf16: bool  # autocast the forward pass to bf16 (use_bf16)
+    average: VAE | None = None  # cfg.ema > 0: the moving average of the weights, scored and saved as the model
     history: list[dict] = field(default_factory=list)
     epoch_done: int = 0
     progress: dict | None = None  # where a run interrupted inside an epoch goes on
@@ -178,9 +180,15 @@ class Run:
     def n_steps(self) -> int:
         return math.ceil(len(self.x_train) / self.cfg.batch_size)
 
+    @property
+    def scored(self) -> VAE:
+        """The model that is scored and saved: the weights' moving average, or the weights."""
+        return self.average if self.average is not None else self.model
+
     def state(self, epoch: int, progress: dict | None = None) -> dict:
+        weights = {} if self.average is None else {"training_model": weights_of(self.model)}
         return {
-            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "model": weights_of(self.scored), **weights,
             "optimizer": self.optimizer.state_dict(),
             "epoch": epoch,
             "config": self.cfg.to_dict(),
@@ -195,6 +203,17 @@ class Run:
                          "numpy": str(np.__version__), "python": platform.python_version()},
         }
 
+    def update_average(self, epoch: int, step: int) -> None:
+        """average <- d * average + (1 - d) * weights, d = min(ema, (1 + t) / (10 + t)) at step t, so that
+        the first steps' weights do not linger (as TensorFlow's ExponentialMovingAverage does)."""
+        if self.average is None:
+            return
+        t = (epoch - 1) * self.n_steps + step
+        decay = min(self.cfg.ema, (1 + t) / (10 + t))
+        with torch.no_grad():
+            for mine, theirs in zip(self.average.parameters(), self.model.parameters(), strict=True):
+                mine.lerp_(theirs, 1 - decay)
+
     def save(self, name: str, epoch: int, progress: dict | None = None) -> Path:
         path = checkpoint.save(self.out / name, self.state(epoch, progress))
         self.saved.append(path)
@@ -206,6 +225,10 @@ class Run:
         best = self.out / BEST_NAME if self.x_val is not None and (self.out / BEST_NAME).exists() else None
         return TrainResult(self.history, final, seconds, 0 if final else self.stop.signum, self.saved, best,
                            stopped_early)
+
+
+def weights_of(model: VAE) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu() for k, v in model.state_dict().items()}
 
 
 def train(
@@ -267,14 +290,21 @@ def start(cfg: TrainConfig, faces: np.ndarray, data_hash: str, resume: dict | No
     run = Run(cfg, data_hash, device, split, x["train"], x.get("val"), x["test"], model, make_adam(model, cfg.lr),
               torch.Generator(device).manual_seed(cfg.seed), torch.Generator(device).manual_seed(cfg.seed + 1),
               use_bf16(cfg.precision, device))
+    if cfg.ema > 0:
+        run.average = copy.deepcopy(model).eval().requires_grad_(False)
     if resume is not None:
         restore(run, resume)
     return run
 
 
 def restore(run: Run, resume: dict) -> None:
-    """Weights, Adam's state, both generators, the history and the position inside an epoch."""
-    run.model.load_state_dict(resume["model"])
+    """Weights (and their average), Adam's state, both generators, the history and the position
+    inside an epoch."""
+    if run.average is not None and not isinstance(resume.get("training_model"), dict):
+        raise FreyError("this checkpoint holds only averaged weights (--ema), not the weights to go on training from")
+    run.model.load_state_dict(resume["training_model"] if run.average is not None else resume["model"])
+    if run.average is not None:
+        run.average.load_state_dict(resume["model"])
     run.optimizer.load_state_dict(resume["optimizer"])
     saved_type = resume["rng"].get("device_type", "cpu")
     if saved_type != run.device.type:  # generator states do not carry across device types
@@ -331,6 +361,7 @@ def train_step(run: Run, x: torch.Tensor, epoch: int, step: int) -> tuple[torch.
             f"last good checkpoint kept ({last[-1]}); try a lower --lr"
         )
     optimizer.step()
+    run.update_average(epoch, step)
     return rec, kl
 
 
@@ -345,9 +376,9 @@ def score_epoch(run: Run, epoch: int, sums: list[float]) -> dict:
     }
     for name, xs in (("val", run.x_val), ("test", run.x_test)):
         if xs is not None:  # both with the same seeded noise, so epochs compare like for like
-            rec, kl = evaluate_loss(run.model, xs, run.cfg.seed + EVAL_SEED_OFFSET)
+            rec, kl = evaluate_loss(run.scored, xs, run.cfg.seed + EVAL_SEED_OFFSET)
             record |= {f"{name}_loss": rec + kl, f"{name}_reconstruction": rec, f"{name}_kl": kl}
-    record["test_active_units"] = test_active_units(run.model, run.x_test)
+    record["test_active_units"] = test_active_units(run.scored, run.x_test)
     return record
 
 
@@ -358,7 +389,7 @@ def log_epoch(run: Run, record: dict, reporter: Reporter, tb) -> None:
     write_text(run.out / "history.csv", csv_text(run.history))
     reporter.epoch(record)
     if tb is not None:
-        tb.epoch(record, run.model, run.x_test)
+        tb.epoch(record, run.scored, run.x_test)
 
 
 def save_epoch(run: Run, epoch: int) -> dict | None:

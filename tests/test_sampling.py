@@ -339,3 +339,16 @@ def test_without_torchs_private_conv_api_the_sampler_still_draws_valid_faces(tra
     levels, _ = sampler.inverse_cdf(logits, u[:, 0])
     assert (levels == faces[:, 0]).float().mean() > 0.999
     assert (faces == want).flatten(1).all(1).sum() >= 10
+
+
+def test_a_deeper_narrower_pixelcnn_is_drawn_exactly_too():
+    """--blocks and --channels change the PixelCNN's reach and width; the guess and the
+    confirming passes follow them."""
+    torch.manual_seed(5)
+    model = PixelVAE(latent_dim=3, channels=6, blocks=6).eval()
+    for p in model.parameters():
+        p.data.normal_(0, 0.3)
+    z = torch.randn(3, 3, generator=torch.Generator().manual_seed(1))
+    u = torch.rand(3, 1, 28, 20, generator=torch.Generator().manual_seed(2))
+    assert model.reach == 9
+    assert torch.equal(sampler.sample(model, z, u), sequential_sample(model, z, u))

@@ -66,6 +66,29 @@ def test_resume_gives_the_same_weights_bit_for_bit(runner, small_mat, tmp_path):
     assert straight["optimizer"]["state"][0]["step"] == resumed["optimizer"]["state"][0]["step"]
 
 
+def test_ema_saves_the_average_scores_it_and_resumes_bit_for_bit(runner, small_mat, tmp_path):
+    """--ema: the checkpoint's model is the weights' moving average, and the history scores it;
+    the training weights ride along, so that a resume is still bit for bit."""
+    ema = ("--ema", "0.9")
+    assert _train(runner, small_mat, tmp_path / "straight", "--epochs", "4", *ema).exit_code == 0
+    assert _train(runner, small_mat, tmp_path / "half", "--epochs", "2", *ema).exit_code == 0
+    r = runner.invoke(app, ["train", "--resume", str(tmp_path / "half" / "vae_final_model.pth"), "--epochs", "4"])
+    assert r.exit_code == 0, r.output
+    straight = torch.load(tmp_path / "straight" / "vae_final_model.pth", weights_only=True)
+    resumed = torch.load(tmp_path / "half" / "vae_final_model.pth", weights_only=True)
+    assert _same(straight["model"], resumed["model"]) and _same(straight["training_model"], resumed["training_model"])
+    assert not _same(straight["model"], straight["training_model"])
+    assert [h["test_loss"] for h in straight["history"]] == [h["test_loss"] for h in resumed["history"]]
+    plain = _train(runner, small_mat, tmp_path / "plain", "--epochs", "4")
+    assert plain.exit_code == 0
+    plain_ckpt = torch.load(tmp_path / "plain" / "vae_final_model.pth", weights_only=True)
+    assert "training_model" not in plain_ckpt
+    assert _same(plain_ckpt["model"], straight["training_model"])  # the average leaves the training alone
+    r = runner.invoke(app, ["evaluate", "-c", str(tmp_path / "straight" / "vae_final_model.pth"),
+                            "--data", str(small_mat), "--iw-samples", "0", "--elbo-samples", "1", "--json"])
+    assert r.exit_code == 0, r.output
+
+
 @pytest.mark.parametrize("option,value,saved", [("--latent-dim", "5", "3"), ("--batch-size", "4", "8"),
                                                  ("--likelihood", "logistic", "bernoulli")])
 def test_resume_refuses_a_conflicting_setting(runner, small_mat, tmp_path, option, value, saved):

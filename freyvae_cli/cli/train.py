@@ -68,6 +68,10 @@ def train(
     likelihood: Annotated[Likelihood, typer.Option(help="Pixel model p(x|z).")] = Likelihood.bernoulli,
     beta: Annotated[float, typer.Option(min=0.0, help="Weight of the KL term in training.")] = 1.0,
     dropout: DropoutOpt = 0.0,
+    blocks: Annotated[int, typer.Option(min=1, max=16, help="pixelvae: residual blocks of the PixelCNN.")] = 4,
+    channels: Annotated[int, typer.Option(min=4, max=256, help="pixelvae: channels of the PixelCNN.")] = 32,
+    ema: Annotated[float, typer.Option(min=0.0, max=0.99999, help="Score and save an exponential moving average of "
+                   "the weights with this decay (Polyak averaging; 0: the weights themselves).")] = 0.0,
     kl_warmup: Annotated[int, typer.Option(min=0, help="Epochs over which the KL weight rises from 0 to beta.")] = 0,
     test_fraction: Annotated[float, typer.Option(help="Share of the images held out for testing.")] = 0.2,
     split: SplitOpt = SplitKind.random,
