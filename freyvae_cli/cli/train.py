@@ -38,6 +38,10 @@ ModelOpt = Annotated[ModelName, typer.Option(
 LrScheduleOpt = Annotated[LrSchedule, typer.Option(help="constant, or cosine: from --lr down to 0 over --epochs.")]
 DropoutOpt = Annotated[float, typer.Option(
     min=0.0, max=0.9, help="pixelvae: dropout rate in the PixelCNN's residual blocks, in training.")]
+BlocksOpt = Annotated[int, typer.Option(min=1, max=16, help="pixelvae: residual blocks of the PixelCNN.")]
+ChannelsOpt = Annotated[int, typer.Option(min=4, max=256, help="pixelvae: channels of the PixelCNN.")]
+EmaOpt = Annotated[float, typer.Option(min=0.0, max=0.99999, help="Score and save an exponential moving average of "
+                   "the weights with this decay (Polyak averaging; 0: the weights themselves).")]
 SplitOpt = Annotated[SplitKind, typer.Option(
     help="random: --test-fraction held out. literature: 1565 train / 200 validation / 200 test, "
          "shuffled as in the published Frey Face results (seeds 123, 321, 231).")]
@@ -68,10 +72,9 @@ def train(
     likelihood: Annotated[Likelihood, typer.Option(help="Pixel model p(x|z).")] = Likelihood.bernoulli,
     beta: Annotated[float, typer.Option(min=0.0, help="Weight of the KL term in training.")] = 1.0,
     dropout: DropoutOpt = 0.0,
-    blocks: Annotated[int, typer.Option(min=1, max=16, help="pixelvae: residual blocks of the PixelCNN.")] = 4,
-    channels: Annotated[int, typer.Option(min=4, max=256, help="pixelvae: channels of the PixelCNN.")] = 32,
-    ema: Annotated[float, typer.Option(min=0.0, max=0.99999, help="Score and save an exponential moving average of "
-                   "the weights with this decay (Polyak averaging; 0: the weights themselves).")] = 0.0,
+    blocks: BlocksOpt = 4,
+    channels: ChannelsOpt = 32,
+    ema: EmaOpt = 0.0,
     kl_warmup: Annotated[int, typer.Option(min=0, help="Epochs over which the KL weight rises from 0 to beta.")] = 0,
     test_fraction: Annotated[float, typer.Option(help="Share of the images held out for testing.")] = 0.2,
     split: SplitOpt = SplitKind.random,
@@ -91,7 +94,6 @@ def train(
 ) -> None:
     """Train the VAE; writes checkpoints, history.json and loss_curve.png into --out."""
     from freyvae_cli import checkpoint, config, runs
-    from freyvae_cli.data import sources
     from freyvae_cli.train import train as run_training
 
     options = {name: v.value if isinstance(v, Enum) else v for name, v in ctx.params.items()}
@@ -102,11 +104,7 @@ def train(
 
         check_installed()
     runs.check_out_folder(Path(cfg.out), resuming=resumed is not None, force=force)
-    faces, source = sources.load_or_download(Path(cfg.data), ui.asker(json_out) if resumed is None else None,
-                                              ui.info, checkpoint.data_files(resumed), skip_bad, ui.warning)
-    data_hash = sources.pixel_hash(faces)
-    if resumed is not None:
-        runs.check_resume(resumed, resume, cfg, explicit, data_hash)
+    faces, source, data_hash = _faces(cfg, resumed, resume, explicit, skip_bad, json_out)
     reporter = ui.TrainProgress()
     try:
         result = run_training(cfg, faces, data_hash, reporter, resumed, source)
@@ -120,6 +118,19 @@ def train(
         raise typer.Exit(128 + result.interrupted)
     done(json_out, payload, message)
 
+
+
+def _faces(cfg, resumed: dict | None, resume: Path | None, explicit: set[str], skip_bad: bool, json_out: bool):
+    """The run's faces, what they are and their pixel hash; a resumed run's data checked against its own."""
+    from freyvae_cli import checkpoint, runs
+    from freyvae_cli.data import sources
+
+    faces, source = sources.load_or_download(Path(cfg.data), ui.asker(json_out) if resumed is None else None,
+                                              ui.info, checkpoint.data_files(resumed), skip_bad, ui.warning)
+    data_hash = sources.pixel_hash(faces)
+    if resumed is not None:
+        runs.check_resume(resumed, resume, cfg, explicit, data_hash)
+    return faces, source, data_hash
 
 @command
 def download(
