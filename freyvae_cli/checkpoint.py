@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from freyvae_cli.atomic_files import atomic_write
-from freyvae_cli.config import LIKELIHOODS, MODELS, TrainConfig
+from freyvae_cli.config import LIKELIHOODS, MODELS, PIXELVAE_LIKELIHOODS, TrainConfig
 from freyvae_cli.errors import FreyError
 from freyvae_cli.vae import VAE
 
@@ -108,8 +108,9 @@ def new_model(cfg: TrainConfig) -> VAE:
 def build_model(ckpt: dict, path: str | Path, device: str | torch.device = "cpu") -> VAE:
     """The model a checkpoint describes, with its weights, in evaluation mode."""
     cfg = TrainConfig.from_dict(ckpt["config"])
-    if cfg.model == "pixelvae" and cfg.likelihood != "categorical":
-        raise CheckpointError(f"{path}: a pixelvae model needs the categorical likelihood, not {cfg.likelihood}")
+    if cfg.model == "pixelvae" and cfg.likelihood not in PIXELVAE_LIKELIHOODS:
+        raise CheckpointError(f"{path}: a pixelvae model needs the categorical or mixture likelihood, "
+                              f"not {cfg.likelihood}")
     model = new_model(cfg)
     expected = model.state_dict()
     weights = ckpt["model"]

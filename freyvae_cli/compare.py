@@ -17,7 +17,7 @@ from freyvae_cli.runs import BEST_NAME, FINAL_NAME, INTERRUPTED_NAME, best_epoch
 
 # Settings that say where a run lives or how it was saved, not what it is.
 NOT_SETTINGS = ("out", "checkpoint_every", "device", "tensorboard", "epochs")  # epochs: a column of its own
-DISCRETE = ("logistic", "categorical")
+DISCRETE = ("logistic", "categorical", "mixture")
 
 
 @dataclass

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from freyvae_cli.errors import UsageError
 
-LIKELIHOODS = ("bernoulli", "logistic", "categorical")
+LIKELIHOODS = ("bernoulli", "logistic", "categorical", "mixture")
+PIXELVAE_LIKELIHOODS = ("categorical", "mixture")  # a PixelCNN draws each pixel from a law over the 256 levels
 PRECISIONS = ("auto", "fp32", "bf16")
 MODELS = ("seed", "pixelvae")
 # What `--model pixelvae` changes unless the option is given: its latent size, likelihood (the
@@ -103,9 +104,10 @@ def check_options(options: dict, explicit: set[str]) -> None:
         raise UsageError(f"--lr must be above 0 (got {options['lr']})")
     if not 0 < options["test_fraction"] < 1:
         raise UsageError(f"--test-fraction must be between 0 and 1 (got {options['test_fraction']})")
-    if options["model"] == "pixelvae" and "likelihood" in explicit and options["likelihood"] != "categorical":
-        raise UsageError("--model pixelvae models each pixel as a 256-way categorical: drop --likelihood "
-                         f"{options['likelihood']} or use --model seed")
+    pixelvae_needs = PIXELVAE_LIKELIHOODS
+    if options["model"] == "pixelvae" and "likelihood" in explicit and options["likelihood"] not in pixelvae_needs:
+        raise UsageError("--model pixelvae models each pixel as a law over its 256 levels: use --likelihood "
+                         f"categorical or mixture, not {options['likelihood']}, or use --model seed")
 
 
 def _place(cfg: TrainConfig, options: dict, explicit: set[str], resume: Path | None, resumed: dict | None) -> None:

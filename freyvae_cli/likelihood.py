@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from freyvae_cli.data.frey import PIXELS
 
 LEVELS = 256  # 8-bit pixels, for the discrete likelihoods
-OUT_CHANNELS = {"bernoulli": 1, "logistic": 2, "categorical": LEVELS}
+MIXTURES = 5  # logistics in the mixture likelihood (PixelCNN++ uses 10 for three colour channels)
+OUT_CHANNELS = {"bernoulli": 1, "logistic": 2, "categorical": LEVELS, "mixture": 3 * MIXTURES}
 
 
 def _logistic_log_probs(params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -32,6 +33,30 @@ def _logistic_log_probs(params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return torch.where(x == 0, log_cdf_upper, torch.where(x == LEVELS - 1, log_sf_lower, log_mid))
 
 
+def mixture_log_probs(params: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
+    """log P(level) under a mixture of MIXTURES logistics discretised to 256 bins on [-1, 1], edge
+    bins open (Salimans et al., 2017, "PixelCNN++"), from params (..., 3 * MIXTURES), channels
+    last: mixture logits, means, log-scales; levels (..., L) integers 0..255, -> (..., L).
+    Each component's bin, log(sigmoid(u) - sigmoid(l)) = l + log(expm1(u - l)) - softplus(u) - softplus(l),
+    stays finite however far the bin lies from its mean."""
+    logit_pi, mean, log_scale = params.float().unsqueeze(-2).split(MIXTURES, dim=-1)  # (..., 1, K) each
+    inv_scale = torch.exp(-log_scale.clamp(-7.0, 7.0))  # a bin always has some width, and some mass
+    centred = levels.unsqueeze(-1).float() / 127.5 - 1.0 - mean  # (..., L, K)
+    upper, lower = inv_scale * (centred + 1.0 / 255.0), inv_scale * (centred - 1.0 / 255.0)
+    mid = lower + torch.log(torch.expm1(inv_scale * (2.0 / 255.0))) - F.softplus(upper) - F.softplus(lower)
+    edge = levels.unsqueeze(-1)
+    log_bin = torch.where(edge == 0, upper - F.softplus(upper),
+                          torch.where(edge == LEVELS - 1, -F.softplus(lower), mid))
+    return torch.logsumexp(torch.log_softmax(logit_pi, dim=-1) + log_bin, dim=-1)
+
+
+def level_log_probs(params: torch.Tensor) -> torch.Tensor:
+    """The mixture's log P of all 256 levels, (..., 256), from params (..., 3 * MIXTURES), channels last:
+    what the 256-way categorical's logits are, for drawing a pixel."""
+    levels = torch.arange(LEVELS, device=params.device)
+    return mixture_log_probs(params, levels.expand(*params.shape[:-1], LEVELS))
+
+
 def pixel_log_probs(params: torch.Tensor, x: torch.Tensor, likelihood: str) -> torch.Tensor:
     """log p(x_i|z) for every pixel, (B, 1, 28, 20), for integer pixels x in 0..255.
 
@@ -45,6 +70,8 @@ def pixel_log_probs(params: torch.Tensor, x: torch.Tensor, likelihood: str) -> t
     if likelihood == "categorical":  # over the last dimension, where channels-last logits are contiguous
         log_probs = torch.log_softmax(params.permute(0, 2, 3, 1), dim=-1)
         return log_probs.gather(-1, x.long().permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+    if likelihood == "mixture":
+        return mixture_log_probs(params.permute(0, 2, 3, 1), x.long().permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
     raise ValueError(f"unknown likelihood {likelihood!r}")
 
 
@@ -60,6 +87,8 @@ def mean_image(params: torch.Tensor, likelihood: str) -> torch.Tensor:
     levels = torch.arange(LEVELS, device=params.device)
     if likelihood == "categorical":
         probs = torch.softmax(params, dim=1)
+    elif likelihood == "mixture":
+        probs = torch.exp(level_log_probs(params.permute(0, 2, 3, 1))).permute(0, 3, 1, 2)
     else:
         grid = levels.view(1, LEVELS, 1, 1).expand(params.shape[0], LEVELS, *params.shape[2:])
         probs = torch.exp(_logistic_log_probs(params, grid))

@@ -23,7 +23,7 @@ def sequential_sample(model, z: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         window = [c[:, :, top:row + 1] for c in cond]
         for col in range(width):
             h = model.features(x[:, :, top:row + 1], window)[:, :, -1, col]  # logits of this pixel only
-            logits = F.linear(h, model.to_logits.weight.flatten(1), model.to_logits.bias).float()
+            logits = model.level_logits(F.linear(h, model.to_logits.weight.flatten(1), model.to_logits.bias)).float()
             cdf = torch.softmax(logits, dim=1).cumsum(1)
             level = (cdf < u[:, :, row, col]).sum(1).clamp(max=LEVELS - 1)
             x[:, 0, row, col] = level / (LEVELS - 1)

@@ -352,3 +352,29 @@ def test_a_deeper_narrower_pixelcnn_is_drawn_exactly_too():
     u = torch.rand(3, 1, 28, 20, generator=torch.Generator().manual_seed(2))
     assert model.reach == 9
     assert torch.equal(sampler.sample(model, z, u), sequential_sample(model, z, u))
+
+
+def test_a_mixture_pixelvae_is_drawn_exactly_and_its_levels_are_a_law():
+    """--likelihood mixture: the 256 levels' log-probabilities sum to 1, the likelihood at x is
+    the table's entry, the guess's NumPy table is torch's, and the draw is the sequential one."""
+    from freyvae_cli.likelihood import level_log_probs, pixel_log_probs
+
+    torch.manual_seed(6)
+    model = PixelVAE(latent_dim=3, likelihood="mixture", channels=8, blocks=2).eval()
+    for p in model.parameters():
+        p.data.normal_(0, 0.3)
+    params = torch.randn(7, 15) * 3
+    table = level_log_probs(params)
+    assert torch.allclose(table.exp().sum(-1), torch.ones(7), atol=1e-5)
+    assert np.allclose(guess.mixture_levels(params.numpy()), table.numpy(), atol=1e-4)
+    x = torch.randint(0, 256, (2, 1, 28, 20), dtype=torch.uint8)
+    z = torch.randn(2, 3)
+    with torch.no_grad():
+        out = model.decode(z, x.float() / 255)
+    at_x = pixel_log_probs(out, x, "mixture")
+    full = level_log_probs(out.permute(0, 2, 3, 1)).gather(-1, x.long().permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+    assert torch.allclose(at_x, full, atol=1e-5)
+    u = torch.rand(2, 1, 28, 20, generator=torch.Generator().manual_seed(3))
+    want = sequential_sample(model, z, u)
+    assert torch.equal(sampler.sample(model, z, u), want)
+    assert (guess.guess(model, model.condition(z), u) == want).float().mean() > 0.99

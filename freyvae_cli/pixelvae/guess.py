@@ -66,6 +66,20 @@ def _schedule(height: int, width: int, offsets: tuple[tuple[tuple[int, ...], tup
     return np.array(order), steps, sizes
 
 
+def mixture_levels(params: np.ndarray) -> np.ndarray:
+    """likelihood.level_log_probs in NumPy: the 256 levels' log-probabilities from (..., 3K) mixture parameters."""
+    logit_pi, mean, log_scale = np.split(params[..., None, :], 3, axis=-1)  # (..., 1, K)
+    inv_scale = np.exp(-np.clip(log_scale, -7.0, 7.0))
+    centred = np.arange(LEVELS, dtype=np.float32)[:, None] / 127.5 - 1.0 - mean  # (..., 256, K)
+    upper, lower = inv_scale * (centred + 1.0 / 255.0), inv_scale * (centred - 1.0 / 255.0)
+    softplus_upper, softplus_lower = np.logaddexp(0, upper), np.logaddexp(0, lower)
+    log_bin = lower + np.log(np.expm1(inv_scale * (2.0 / 255.0))) - softplus_upper - softplus_lower
+    log_bin[..., 0, :] = upper[..., 0, :] - softplus_upper[..., 0, :]
+    log_bin[..., -1, :] = -softplus_lower[..., -1, :]
+    log_pi = logit_pi - np.logaddexp.reduce(logit_pi, axis=-1, keepdims=True)
+    return np.logaddexp.reduce(log_pi + log_bin, axis=-1)
+
+
 @torch.no_grad()
 def guess(model, cond: list[torch.Tensor], u: torch.Tensor, at_once: int | None = None) -> torch.Tensor:
     """The sequential draw (uint8, (B, 1, H, W)) for conditions `cond` (PixelVAE.condition of B
@@ -96,6 +110,8 @@ def guess(model, cond: list[torch.Tensor], u: torch.Tensor, at_once: int | None 
             s = s + given[k][:, drawn] + grids[k][:, reads].reshape(batch, len(here), -1) @ taps[k][2]
         logits = np.maximum(s, 0) @ to_logits
         logits += logit_bias
+        if model.likelihood == "mixture":
+            logits = mixture_levels(logits)
         cdf = np.exp(logits - logits.max(-1, keepdims=True)).cumsum(-1)
         level = (cdf < u[:, drawn] * cdf[..., -1:]).sum(-1)  # 256 only if rounding puts u past the last step
         levels[:, drawn] = level

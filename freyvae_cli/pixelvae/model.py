@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from freyvae_cli.data.frey import HEIGHT, WIDTH
-from freyvae_cli.likelihood import LEVELS
+from freyvae_cli.likelihood import OUT_CHANNELS, level_log_probs
 from freyvae_cli.vae import VAE, reparameterise
 
 
@@ -44,13 +44,13 @@ class PixelVAE(VAE):
 
     def __init__(self, latent_dim: int = 64, likelihood: str = "categorical", channels: int = 32,
                  blocks: int = 4, dropout: float = 0.0) -> None:
-        if likelihood != "categorical":
-            raise ValueError("the PixelVAE decoder models pixels as 256-way categoricals")
+        if likelihood not in ("categorical", "mixture"):
+            raise ValueError("the PixelVAE decoder models each pixel as a law over its 256 levels")
         super().__init__(latent_dim, likelihood, out_channels=channels)  # decoder: z -> C x 28 x 20
         self.image_in = MaskedConv2d(1, channels, 7, "A")
         self.blocks = nn.ModuleList(MaskedConv2d(channels, channels, 3, "B") for _ in range(blocks))
         self.conditions = nn.ModuleList(nn.Conv2d(channels, channels, 1) for _ in range(blocks))
-        self.to_logits = nn.Conv2d(channels, LEVELS, 1)
+        self.to_logits = nn.Conv2d(channels, OUT_CHANNELS[likelihood], 1)  # 256 logits, or the mixture's
         # How many rows above its own a pixel's logits can see: 3 for the 7x7 layer, 1 per block.
         self.reach = 3 + blocks
         self.dropout = dropout
@@ -73,9 +73,15 @@ class PixelVAE(VAE):
             a = a + block(h)
         return F.relu(a)
 
+    def level_logits(self, params: torch.Tensor) -> torch.Tensor:
+        """The 256 levels' logits of pixels, (..., 256), from to_logits's outputs (..., C), channels
+        last: those themselves for the categorical, the log-probabilities for the mixture."""
+        return params if self.likelihood == "categorical" else level_log_probs(params)
+
     def decode(self, z: torch.Tensor, x: torch.Tensor | None = None, bf16_hidden: bool = False,
                generator: torch.Generator | None = None) -> torch.Tensor:
-        """The 256 logits of every pixel given z and the pixels before it in x (teacher forcing)."""
+        """The law of every pixel given z and the pixels before it in x (teacher forcing): its 256
+        logits, or the mixture's parameters."""
         if x is None:
             raise ValueError("an autoregressive decoder needs the image x; use sample() to draw one")
         return self.to_logits(self.features(x, self.condition(z), generator)).float()

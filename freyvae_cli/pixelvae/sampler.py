@@ -227,7 +227,7 @@ class Fixpoint:
         for i, r, c in near.nonzero().tolist():
             matrix = h.new_zeros(self.like_batch, h.shape[-1])
             matrix[call_rows[i]] = h[i, r, c]
-            logits = F.linear(matrix, self.weight, self.bias)[call_rows[i]]
+            logits = self.model.level_logits(F.linear(matrix, self.weight, self.bias)[call_rows[i]])
             new[i, r, c] = inverse_cdf(logits, u[i, r, c])[0]
 
     @torch.no_grad()
@@ -250,7 +250,8 @@ class Fixpoint:
         h, u = h.permute(0, 2, 3, 1), rows_of(self.noise, pick, top + reach, band)[:, 0]
         call_rows = self.ticket[moving] % self.like_batch  # each image's row in the sequential sampler's products
         apart = call_rows >= self.like_batch // 4 * 4  # a product's last 1-3 rows round otherwise than a pass's
-        new, near = inverse_cdf(F.linear(h, self.weight, self.bias), u, apart.any())  # (images, band, W)
+        logits = self.model.level_logits(F.linear(h, self.weight, self.bias))
+        new, near = inverse_cdf(logits, u, apart.any())  # (images, band, W)
         old = rows_of(self.levels, pick, top + reach, band)[:, 0]  # a view, or a copy to scatter back
         position = first_row[:, None] * width + np.arange(band * width)  # (images, band pixels), may run past the image
         movable = (position >= self.final[moving, None]) & (position < pixels)  # final pixels keep their value
