@@ -104,8 +104,8 @@ def check_options(options: dict, explicit: set[str]) -> None:
         raise UsageError(f"--lr must be above 0 (got {options['lr']})")
     if not 0 < options["test_fraction"] < 1:
         raise UsageError(f"--test-fraction must be between 0 and 1 (got {options['test_fraction']})")
-    pixelvae_needs = PIXELVAE_LIKELIHOODS
-    if options["model"] == "pixelvae" and "likelihood" in explicit and options["likelihood"] not in pixelvae_needs:
+    likelihood = options["likelihood"]
+    if options["model"] == "pixelvae" and "likelihood" in explicit and likelihood not in PIXELVAE_LIKELIHOODS:
         raise UsageError("--model pixelvae models each pixel as a law over its 256 levels: use --likelihood "
                          f"categorical or mixture, not {options['likelihood']}, or use --model seed")
 

@@ -302,9 +302,12 @@ def restore(run: Run, resume: dict) -> None:
     inside an epoch."""
     if run.average is not None and not isinstance(resume.get("training_model"), dict):
         raise FreyError("this checkpoint holds only averaged weights (--ema), not the weights to go on training from")
-    run.model.load_state_dict(resume["training_model"] if run.average is not None else resume["model"])
-    if run.average is not None:
-        run.average.load_state_dict(resume["model"])
+    try:
+        run.model.load_state_dict(resume["training_model"] if run.average is not None else resume["model"])
+        if run.average is not None:
+            run.average.load_state_dict(resume["model"])
+    except (RuntimeError, TypeError) as e:
+        raise FreyError(f"this checkpoint's weights do not fit its config ({str(e).splitlines()[0][:80]})") from None
     run.optimizer.load_state_dict(resume["optimizer"])
     saved_type = resume["rng"].get("device_type", "cpu")
     if saved_type != run.device.type:  # generator states do not carry across device types
