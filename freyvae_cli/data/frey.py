@@ -20,6 +20,7 @@ from freyvae_cli.atomic_files import atomic_write
 from freyvae_cli.config import default_data_path
 from freyvae_cli.data import matfile
 from freyvae_cli.errors import FreyError, UsageError
+from freyvae_cli.inputs import MAX_BYTES, MAX_FACES, check, megabytes, read_bytes
 
 HEIGHT, WIDTH = 28, 20
 PIXELS = HEIGHT * WIDTH
@@ -47,11 +48,15 @@ def data_path(given: str | Path | None = None, trained_on: str | None = None) ->
 
 def _check_ff(ff: object, where: str) -> np.ndarray:
     """Return `ff` as (N, 28, 20) uint8 faces, or say exactly what is wrong with it."""
+    if hasattr(ff, "toarray"):  # scipy reads a sparse matrix as one, whose dtype is its values'
+        raise DataError(f"{where}: 'ff' is a sparse matrix; expected a full numeric 560 x N matrix of pixels")
     if not isinstance(ff, np.ndarray) or ff.dtype.kind not in "uif":
         kind = getattr(ff, "dtype", type(ff).__name__)
         raise DataError(f"{where}: 'ff' has type {kind}; expected a numeric 560 x N matrix of pixels")
     if ff.ndim != 2 or ff.shape[0] != PIXELS or ff.shape[1] < 2:
         raise DataError(f"{where}: 'ff' has shape {ff.shape}; expected 560 x N (28x20 faces, N >= 2)")
+    if ff.shape[1] > MAX_FACES:
+        raise DataError(f"{where}: 'ff' holds {ff.shape[1]} faces, more than the {MAX_FACES} faces freyvae reads")
     if ff.dtype != np.uint8:
         if ff.dtype.kind == "f" and not np.isfinite(ff).all():
             raise DataError(f"{where}: 'ff' contains NaN or infinite values; expected pixels 0..255")
@@ -72,9 +77,24 @@ def _read_mat(raw: bytes) -> tuple[str, object]:
         mat = scipy.io.loadmat(io.BytesIO(raw))
     except NotImplementedError:
         return "error", "NotImplementedError"
+    except MemoryError:
+        return "error", "MemoryError"
     except Exception as e:  # scipy raises many types on foreign bytes; all mean the same to a user
         return "error", type(e).__name__
     return "ok", ([k for k in mat if not k.startswith("__")], mat.get("ff"))
+
+
+def _limit_memory(extra: int) -> None:
+    """Let this process map at most `extra` more bytes (Linux): a file that unpacks without end
+    makes scipy raise MemoryError instead of taking the machine's memory."""
+    try:
+        import resource
+
+        with open("/proc/self/statm") as f:
+            mapped = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+        resource.setrlimit(resource.RLIMIT_AS, (mapped + extra, resource.getrlimit(resource.RLIMIT_AS)[1]))
+    except (ImportError, OSError, ValueError):
+        pass  # no /proc, or a lower limit already set: the reader runs as it is
 
 
 def _read_mat_isolated(raw: bytes) -> tuple[str, object]:
@@ -92,6 +112,7 @@ def _read_mat_isolated(raw: bytes) -> tuple[str, object]:
     if pid == 0:  # the child: read, send the result back, leave without running any cleanup
         try:
             os.close(rfd)
+            _limit_memory(4 * MAX_BYTES)
             with os.fdopen(wfd, "wb") as pipe:
                 pipe.write(pickle.dumps(_read_mat(raw)))
         finally:
@@ -110,11 +131,17 @@ def parse_mat(raw: bytes, where: str) -> np.ndarray:
     v73 = f"{where} is a MATLAB v7.3 (HDF5) file; save it with -v7 (scipy reads v7 and older)"
     if raw[:8] == b"\x89HDF\r\n\x1a\n" or raw[512:520] == b"\x89HDF\r\n\x1a\n":
         raise DataError(v73)
-    plain = matfile.read(raw)  # a plain file, such as the Frey Face file, without importing scipy
+    too_large = f"{where} unpacks to more than the {megabytes(MAX_BYTES)} freyvae reads from one file"
+    try:
+        plain = matfile.read(raw)  # a plain file, such as the Frey Face file, without importing scipy
+    except matfile.TooLarge:
+        raise DataError(f"{too_large} (a decompression bomb?)") from None
     status, result = ("ok", (list(plain), plain.get("ff"))) if plain is not None else _read_mat_isolated(raw)
     if status == "error":
         if result == "NotImplementedError":
             raise DataError(v73)
+        if result == "MemoryError":
+            raise DataError(f"{too_large} (a decompression bomb?)")
         raise DataError(f"{where} is not a readable MATLAB .mat file ({result}); expected frey_rawface.mat")
     names, ff = result
     if ff is None:
@@ -126,13 +153,14 @@ def parse_mat(raw: bytes, where: str) -> np.ndarray:
 def load_faces(path: str | Path) -> np.ndarray:
     """Faces (N, 28, 20) uint8 from a .mat file, with a clear error for every way it can be wrong."""
     path = Path(path)
+    check(path, DataError)
     if not path.exists():
         raise DataError(
             f"data file {path} not found; run `freyvae download --to {path}` or pass --data PATH"
         )
     if path.is_dir():
         raise DataError(f"data path {path} is a folder; pass the .mat file itself with --data")
-    raw = path.read_bytes()
+    raw = read_bytes(path, DataError)
     if not raw:
         raise DataError(f"data file {path} is empty; download it again with `freyvae download --to {path}`")
     return parse_mat(raw, str(path))
@@ -187,6 +215,9 @@ def download(
             while chunk := response.read(1 << 16):
                 chunks.append(chunk)
                 got += len(chunk)
+                if got > MAX_BYTES:
+                    raise DataError(f"{url} sends more than {megabytes(MAX_BYTES)}; it is not the Frey Face "
+                                    "file (1.1 MB), so nothing was saved")
                 if on_progress:
                     on_progress(got, total)
     except (urllib.error.URLError, OSError, ValueError) as e:

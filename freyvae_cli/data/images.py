@@ -21,6 +21,7 @@ from PIL import Image, ImageOps
 
 from freyvae_cli.data.frey import HEIGHT, WIDTH
 from freyvae_cli.errors import FreyError
+from freyvae_cli.inputs import MAX_FACES, check
 
 MAX_PIXELS = 50_000_000  # a 50-megapixel photo; anything larger is refused before it is decoded
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS  # Pillow's own decompression-bomb guard, lowered from 89 M to this
@@ -34,6 +35,7 @@ class ImageError(FreyError):
 
 def open_image(path: Path) -> Image.Image:
     """The decoded first frame of an image file, upright, or an ImageError that says what is wrong."""
+    check(path, ImageError)
     if not path.exists():
         raise ImageError(f"{path} not found")
     if path.is_dir():
@@ -44,7 +46,10 @@ def open_image(path: Path) -> Image.Image:
             with Image.open(path) as im:  # closed here, whatever it holds (a GIF keeps its file open)
                 im.seek(0)
                 im.load()
+                _check_levels(im, path)
                 return ImageOps.exif_transpose(im)  # a copy, turned or not
+    except ImageError:
+        raise
     except (Image.DecompressionBombWarning, Image.DecompressionBombError):
         raise ImageError(f"{path} has more than {MAX_PIXELS // 10**6} megapixels, more than this tool decodes "
                          "(a decompression bomb?); shrink it first") from None
@@ -53,6 +58,16 @@ def open_image(path: Path) -> Image.Image:
     except Exception as e:  # Pillow raises OSError, SyntaxError, ValueError... for broken files
         reason = (str(e).splitlines() or [type(e).__name__])[0][:80]
         raise ImageError(f"{path} is truncated or corrupt ({reason}); save it again") from None
+
+
+def _check_levels(im: Image.Image, path: Path) -> None:
+    """Grey levels that grey() can scale: finite floats, and integers of at most 16 bits (a TIFF
+    of 32-bit integers opens as mode I, as 16-bit grey does in older Pillows)."""
+    if im.mode == "F" and not np.isfinite(np.asarray(im)).all():
+        raise ImageError(f"{path} has NaN or infinite pixel values; save it with finite grey levels")
+    if im.mode == "I" and im.format == "TIFF" and max(im.tag_v2.get(258, (16,))) > 16:
+        raise ImageError(f"{path} is a 32-bit integer image, whose grey levels have no agreed white; "
+                         "save it as 8- or 16-bit grey")
 
 
 def grey(im: Image.Image) -> Image.Image:
@@ -113,6 +128,8 @@ def read_folder(folder: Path, files: list[str] | None = None, skip_bad: bool = F
         p.name for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
     if not names:
         raise ImageError(f"{folder} holds no image files (subfolders are not read); put {KINDS} files in it")
+    if len(names) > MAX_FACES:
+        raise ImageError(f"{folder} holds {len(names)} files, more than the {MAX_FACES} faces freyvae reads")
     faces, kept, bad = [], [], []
     for name in names:
         try:

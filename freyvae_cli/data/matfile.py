@@ -15,12 +15,17 @@ import zlib
 
 import numpy as np
 
+from freyvae_cli.inputs import MAX_BYTES
+
 MATRIX, COMPRESSED = 14, 15  # element types: a matrix, a zlib stream of elements
 # the element types numbers are stored as: scipy hands them back as stored (a double matrix MATLAB
 # stored as bytes comes back as uint8), and so does this reader
 STORED = {1: "i1", 2: "u1", 3: "<i2", 4: "<u2", 5: "<i4", 6: "<u4", 7: "<f4", 9: "<f8", 12: "<i8", 13: "<u8"}
 NUMERIC = range(6, 16)  # the numeric matrix classes, double to uint64
-MOST = 1 << 28  # bytes a compressed element may unpack to: more is left to scipy, in its child process
+
+
+class TooLarge(Exception):
+    """A compressed element unpacks to more than the reader's limit (a decompression bomb?)."""
 
 
 def _element(buf: bytes, pos: int) -> tuple[int, bytes, int]:
@@ -62,8 +67,26 @@ def _matrix(body: bytes) -> tuple[str, np.ndarray]:
     return name.decode("ascii"), data.reshape(tuple(shape), order="F").copy()
 
 
-def read(raw: bytes) -> dict[str, np.ndarray] | None:
-    """The variables of a plain v5 file, or None: scipy's to read."""
+def _inflate(packed: bytes, most: int) -> tuple[int | None, bytes]:
+    """The one element in a compressed element: its type and bytes, or (None, b"") where the
+    stream is not exactly one element. Over `most` bytes is TooLarge: said by the element's own
+    size as soon as its 8-byte tag is unpacked, or found by unpacking no further than `most`."""
+    inflate = zlib.decompressobj()
+    tag = inflate.decompress(packed, 8)
+    if len(tag) == 8 and not struct.unpack_from("<I", tag)[0] >> 16 and struct.unpack_from("<I", tag, 4)[0] > most:
+        raise TooLarge
+    inner = tag + inflate.decompress(inflate.unconsumed_tail, most)
+    if len(inner) > most and not inflate.eof and inflate.decompress(inflate.unconsumed_tail, 1):
+        raise TooLarge
+    if not inflate.eof or inflate.unused_data or inflate.unconsumed_tail:
+        return None, b""
+    kind, body, end = _element(inner, 0)
+    return (kind, body) if end == len(inner) else (None, b"")  # one element exactly, as scipy wants
+
+
+def read(raw: bytes, most: int = MAX_BYTES) -> dict[str, np.ndarray] | None:
+    """The variables of a plain v5 file, or None: scipy's to read. A compressed element that would
+    unpack to more than `most` bytes raises TooLarge, unpacked no further."""
     try:
         # version 1, little-endian; a zero among the first 4 bytes means version 4 to scipy
         if len(raw) < 128 or raw[124:128] != b"\x00\x01IM" or 0 in raw[:4]:
@@ -72,12 +95,8 @@ def read(raw: bytes) -> dict[str, np.ndarray] | None:
         while pos < len(raw):
             kind, body, pos = _element(raw, pos)
             if kind == COMPRESSED:
-                inflate = zlib.decompressobj()
-                inner = inflate.decompress(body, MOST)
-                if not inflate.eof or inflate.unused_data or inflate.unconsumed_tail:
-                    return None
-                kind, body, end = _element(inner, 0)
-                if end != len(inner):  # one element exactly, as scipy wants
+                kind, body = _inflate(body, most)
+                if kind is None:
                     return None
             if kind != MATRIX:
                 return None

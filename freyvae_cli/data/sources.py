@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from freyvae_cli.data.frey import HEIGHT, WIDTH, DataError, data_url, download, load_faces, pixel_hash
+from freyvae_cli.inputs import MAX_FACES, check
 
 __all__ = ["load_data", "load_array", "load_or_download", "pixel_hash", "MIN_OWN"]
 
@@ -24,6 +25,7 @@ def load_data(path: str | Path, files: list[str] | None = None, skip_bad: bool =
     file, a .npy/.npz array or a folder of images (`files`: just those, in that order, where all
     are there; `skip_bad`: leave out unreadable files), with a clear error for every way it can be wrong."""
     path = Path(path)
+    check(path, DataError)
     if path.is_dir():
         from freyvae_cli.data.images import read_folder
 
@@ -57,6 +59,8 @@ def _read_checked(f, where: str) -> np.ndarray:
     if dtype != np.uint8 or len(shape) != 3 or tuple(shape[1:]) != (HEIGHT, WIDTH):
         raise DataError(f"{where} holds an array of shape {tuple(shape)} and type {dtype}; expected uint8 faces "
                         f"shaped (N, {HEIGHT}, {WIDTH}), e.g. numpy.save(path, faces.astype(numpy.uint8))")
+    if shape[0] > MAX_FACES:  # what read_array would allocate, whatever the file's own size
+        raise DataError(f"{where} holds {shape[0]} faces, more than the {MAX_FACES} faces freyvae reads")
     f.seek(0)
     return np.lib.format.read_array(f, allow_pickle=False)
 
@@ -65,6 +69,7 @@ def load_array(path: Path) -> np.ndarray:
     """Faces (N, 28, 20) uint8 from a .npy file, or a .npz holding exactly one such array."""
     import zipfile
 
+    check(path, DataError)
     if not path.is_file():
         raise DataError(f"data file {path} not found; pass --data PATH")
     try:
