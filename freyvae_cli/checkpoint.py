@@ -17,8 +17,9 @@ from pathlib import Path
 import torch
 
 from freyvae_cli.atomic_files import atomic_write
-from freyvae_cli.config import LIKELIHOODS, MODELS, PIXELVAE_LIKELIHOODS, TrainConfig
+from freyvae_cli.config import PIXELVAE_LIKELIHOODS, TrainConfig, config_problem
 from freyvae_cli.errors import FreyError
+from freyvae_cli.inputs import MAX_CHECKPOINT_BYTES, MAX_FACES, check
 from freyvae_cli.vae import VAE
 
 FORMAT = "freyvae-checkpoint-1"
@@ -38,6 +39,7 @@ def save(path: str | Path, state: dict) -> Path:
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
     """Open a checkpoint safely: no pickled code runs, and every field is checked."""
     path = Path(path)
+    check(path, CheckpointError, MAX_CHECKPOINT_BYTES)
     if not path.exists():
         raise CheckpointError(f"checkpoint {path} not found; train one with `freyvae train` or pass --checkpoint PATH")
     if path.is_dir():
@@ -48,17 +50,35 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
             ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        if "weights_only" in str(e) or "GLOBAL" in str(e) or "Unsupported" in str(e):
+        if "GLOBAL" in str(e) or _pickled_code(path):
             raise CheckpointError(
                 f"refused to open {path}: it holds Python objects that could run code when loaded, "
                 "which a freyvae checkpoint never does"
             ) from None
+        if "weights_only" in str(e):  # torch's long advice on weights_only is no reason a user can use
+            first = "unreadable pickle data"
         raise CheckpointError(f"{path} is not a freyvae checkpoint (corrupt or truncated: {first[:80]})") from None
     except Exception as e:  # torch raises a dozen types on foreign bytes; all mean "not a checkpoint"
         raise CheckpointError(
             f"{path} is not a freyvae checkpoint (corrupt or truncated: {type(e).__name__})"
         ) from None
     return validate(ckpt, path)
+
+
+def _pickled_code(path: Path) -> bool:
+    """Whether a file that torch refused is a plain pickle naming Python callables (what could run
+    code), rather than bytes that are no pickle at all. Its first MB is enough to tell."""
+    import pickletools
+
+    with open(path, "rb") as f:
+        head = f.read(1 << 20)
+    if head.startswith(b"PK"):  # a zip: torch names a forbidden global itself
+        return False
+    try:
+        return any(op.name in ("GLOBAL", "STACK_GLOBAL", "INST", "OBJ", "REDUCE", "NEWOBJ", "NEWOBJ_EX")
+                   for op, _, _ in pickletools.genops(io.BytesIO(head)))
+    except Exception:  # not a pickle: pickletools raises ValueError and others on foreign bytes
+        return False
 
 
 def validate(ckpt: object, path: Path) -> dict:
@@ -68,26 +88,54 @@ def validate(ckpt: object, path: Path) -> dict:
     if missing:
         raise CheckpointError(f"{path} is an incomplete checkpoint (missing {', '.join(missing)})")
     cfg = ckpt["config"]
-    if not isinstance(cfg, dict) or not isinstance(cfg.get("latent_dim"), int) or cfg["latent_dim"] < 1:
-        raise CheckpointError(f"{path} has no valid latent size in its config")
-    if cfg.get("likelihood") not in LIKELIHOODS:
-        raise CheckpointError(f"{path} has an unknown likelihood {cfg.get('likelihood')!r}")
-    for name, low, high in (("blocks", 1, 16), ("channels", 4, 256)):  # pixelvae's PixelCNN, built from these
-        value = cfg.get(name, 4 if name == "blocks" else 32)
-        if type(value) is not int or not low <= value <= high:
-            raise CheckpointError(f"{path} has an invalid {name} {value!r} in its config ({low}..{high})")
-    if cfg.get("model", "seed") not in MODELS:
-        raise CheckpointError(f"{path} has an unknown model {cfg.get('model')!r} (known: {', '.join(MODELS)})")
-    split = ckpt["split"]
-    if not (isinstance(split, dict) and all(isinstance(split.get(k), torch.Tensor) for k in ("train", "test"))
-            and all(isinstance(v, torch.Tensor) for v in split.values())):
-        raise CheckpointError(f"{path} has no valid train/test split")
+    if not isinstance(cfg, dict) or "latent_dim" not in cfg or "likelihood" not in cfg:
+        raise CheckpointError(f"{path} has no valid config (latent size and likelihood)")
+    problem = config_problem(cfg)
+    if problem is not None:
+        raise CheckpointError(f"{path} has an invalid setting in its config: {problem}")
+    if type(ckpt["epoch"]) is not int or ckpt["epoch"] < 0:
+        raise CheckpointError(f"{path} has an invalid epoch {ckpt['epoch']!r:.40}")
+    problem = _split_problem(ckpt["split"])
+    if problem is not None:
+        raise CheckpointError(f"{path} has no valid train/test split: {problem}")
+    if not _valid_history(ckpt["history"]):
+        raise CheckpointError(f"{path} has an invalid history (expected a list of per-epoch records of numbers)")
     if not isinstance(ckpt["model"], dict):
         raise CheckpointError(f"{path} has no model weights")
     source = ckpt.get("data_source")
     if source is not None and not (isinstance(source, dict) and _plain_names(source.get("files", []))):
         raise CheckpointError(f"{path} has an invalid data_source (file names must be plain names in one folder)")
     return ckpt
+
+
+def _split_problem(split: object) -> str | None:
+    """What is wrong with a checkpoint's split, or None: each part a 1-D tensor of distinct image
+    numbers (no float, no negative index that would wrap around), train and test not empty."""
+    if not isinstance(split, dict) or not all(k in split for k in ("train", "test")):
+        return "no train and test parts"
+    for name, idx in split.items():
+        if not isinstance(idx, torch.Tensor) or idx.dtype not in (torch.int64, torch.int32) or idx.dim() != 1:
+            return f"{name!s:.20} is not a list of image numbers"
+        if len(idx) == 0 and name in ("train", "test"):
+            return f"{name} is empty"
+        if len(idx) and (int(idx.min()) < 0 or int(idx.max()) >= MAX_FACES):
+            return f"{name} has image numbers outside 0..{MAX_FACES - 1}"
+    every = torch.cat([idx.long() for idx in split.values()])
+    if len(torch.unique(every)) != len(every):
+        return "an image is in it twice"
+    return None
+
+
+def _valid_history(history: object) -> bool:
+    """A list of per-epoch records, each a dict of names to numbers (None where a split is missing)
+    with its epoch and the train and test losses that `info` and `compare` print."""
+    def number(v: object) -> bool:
+        return type(v) in (int, float)
+
+    return isinstance(history, list) and all(
+        isinstance(r, dict) and type(r.get("epoch")) is int and number(r.get("train_loss"))
+        and number(r.get("test_loss")) and all(isinstance(k, str) and (v is None or number(v)) for k, v in r.items())
+        for r in history)
 
 
 def _plain_names(files: object) -> bool:
@@ -111,8 +159,8 @@ def build_model(ckpt: dict, path: str | Path, device: str | torch.device = "cpu"
     if cfg.model == "pixelvae" and cfg.likelihood not in PIXELVAE_LIKELIHOODS:
         raise CheckpointError(f"{path}: a pixelvae model needs the categorical or mixture likelihood, "
                               f"not {cfg.likelihood}")
-    model = new_model(cfg)
-    expected = model.state_dict()
+    with torch.device("meta"):  # the shapes the config asks for, with no memory behind them
+        expected = new_model(cfg).state_dict()
     weights = ckpt["model"]
     if set(weights) != set(expected):
         raise CheckpointError(f"{path}: its weights do not belong to the freyvae model (other layer names)")
@@ -125,6 +173,7 @@ def build_model(ckpt: dict, path: str | Path, device: str | torch.device = "cpu"
             )
         if not torch.isfinite(tensor).all():
             raise CheckpointError(f"{path}: weight {name} contains NaN or infinite values")
+    model = new_model(cfg)
     model.load_state_dict(weights)
     return model.to(device, memory_format=torch.channels_last).eval()  # oneDNN's faster layout
 

@@ -3,6 +3,7 @@ turns its options (and a resumed run's own settings) into one."""
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
@@ -14,6 +15,15 @@ LIKELIHOODS = ("bernoulli", "logistic", "categorical", "mixture")
 PIXELVAE_LIKELIHOODS = ("categorical", "mixture")  # a PixelCNN draws each pixel from a law over the 256 levels
 PRECISIONS = ("auto", "fp32", "bf16")
 MODELS = ("seed", "pixelvae")
+LR_SCHEDULES = ("constant", "cosine")
+SPLITS = ("random", "literature")
+# The ranges of train's options (cli/train.py declares them from here). A checkpoint's config is
+# checked against them, and against the choices, before any model is built from it.
+RANGES = {"latent_dim": (1, 512), "blocks": (1, 16), "channels": (4, 256), "dropout": (0.0, 0.9),
+          "ema": (0.0, 0.99999), "epochs": (1, None), "batch_size": (1, None), "beta": (0.0, None),
+          "kl_warmup": (0, None), "patience": (0, None), "checkpoint_every": (0, None)}
+CHOICES = {"likelihood": LIKELIHOODS, "model": MODELS, "precision": PRECISIONS, "lr_schedule": LR_SCHEDULES,
+           "split": SPLITS}
 # What `--model pixelvae` changes unless the option is given: its latent size, likelihood (the
 # literature's 256-way categorical), batch, KL warm-up and learning-rate schedule, as measured
 # (docs/models.md, "Numbers").
@@ -62,6 +72,25 @@ class TrainConfig:
     def from_dict(cls, d: dict) -> TrainConfig:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def config_problem(d: dict) -> str | None:
+    """What is wrong with a stored config (a checkpoint's), or None: a setting of the wrong type
+    (True is no latent size), outside its range, or not one of its choices. Missing settings
+    take their defaults, as in checkpoints written before they existed."""
+    for f in fields(TrainConfig):
+        if f.name not in d:
+            continue
+        value, kind = d[f.name], type(f.default)
+        if not (type(value) is kind or (kind is float and type(value) is int)) or (
+                kind is float and not math.isfinite(value)):
+            return f"{f.name} {value!r:.40} (expected {'a number' if kind is float else kind.__name__})"
+        low, high = RANGES.get(f.name, (None, None))
+        if (low is not None and value < low) or (high is not None and value > high):
+            return f"{f.name} {value!r} (allowed: {low}..{'' if high is None else high})"
+        if f.name in CHOICES and value not in CHOICES[f.name]:
+            return f"{f.name} {value!r:.40} (known: {', '.join(CHOICES[f.name])})"
+    return None
 
 
 def default_data_path() -> Path:

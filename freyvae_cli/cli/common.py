@@ -14,7 +14,7 @@ from typing import Annotated, Optional
 import typer
 
 from freyvae_cli import __version__, ui
-from freyvae_cli.config import LIKELIHOODS, MODELS, PRECISIONS
+from freyvae_cli.config import LIKELIHOODS, LR_SCHEDULES, MODELS, PRECISIONS, SPLITS
 from freyvae_cli.errors import FreyError
 
 app = typer.Typer(
@@ -49,14 +49,8 @@ class Split(str, Enum):
     val = "val"
 
 
-class LrSchedule(str, Enum):
-    constant = "constant"
-    cosine = "cosine"
-
-
-class SplitKind(str, Enum):
-    random = "random"
-    literature = "literature"
+LrSchedule = Enum("LrSchedule", [(name, name) for name in LR_SCHEDULES], type=str)
+SplitKind = Enum("SplitKind", [(name, name) for name in SPLITS], type=str)
 
 
 class Crop(str, Enum):

@@ -22,6 +22,14 @@ from freyvae_cli.cli.common import (
     command,
     done,
 )
+from freyvae_cli.config import RANGES
+
+
+def span(name: str) -> dict:
+    """An option's min and max, from config's ranges (the ones a checkpoint is checked against)."""
+    low, high = RANGES[name]
+    return {"min": low, "max": high}
+
 
 # train's options with long help, declared apart so that the command reads as a list.
 TrainDataOpt = Annotated[Optional[Path], typer.Option(
@@ -37,10 +45,10 @@ ModelOpt = Annotated[ModelName, typer.Option(
          "--lr-schedule cosine).")]
 LrScheduleOpt = Annotated[LrSchedule, typer.Option(help="constant, or cosine: from --lr down to 0 over --epochs.")]
 DropoutOpt = Annotated[float, typer.Option(
-    min=0.0, max=0.9, help="pixelvae: dropout rate in the PixelCNN's residual blocks, in training.")]
-BlocksOpt = Annotated[int, typer.Option(min=1, max=16, help="pixelvae: residual blocks of the PixelCNN.")]
-ChannelsOpt = Annotated[int, typer.Option(min=4, max=256, help="pixelvae: channels of the PixelCNN.")]
-EmaOpt = Annotated[float, typer.Option(min=0.0, max=0.99999, help="Score and save an exponential moving average of "
+    **span("dropout"), help="pixelvae: dropout rate in the PixelCNN's residual blocks, in training.")]
+BlocksOpt = Annotated[int, typer.Option(**span("blocks"), help="pixelvae: residual blocks of the PixelCNN.")]
+ChannelsOpt = Annotated[int, typer.Option(**span("channels"), help="pixelvae: channels of the PixelCNN.")]
+EmaOpt = Annotated[float, typer.Option(**span("ema"), help="Score and save an exponential moving average of "
                    "the weights with this decay (Polyak averaging; 0: the weights themselves).")]
 SplitOpt = Annotated[SplitKind, typer.Option(
     help="random: --test-fraction held out. literature: 1565 train / 200 validation / 200 test, "
@@ -68,7 +76,7 @@ def train(
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
     lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-3,
     lr_schedule: LrScheduleOpt = LrSchedule.constant,
-    latent_dim: Annotated[int, typer.Option(min=1, max=512)] = 20,
+    latent_dim: Annotated[int, typer.Option(**span("latent_dim"))] = 20,
     likelihood: Annotated[Likelihood, typer.Option(help="Pixel model p(x|z).")] = Likelihood.bernoulli,
     beta: Annotated[float, typer.Option(min=0.0, help="Weight of the KL term in training.")] = 1.0,
     dropout: DropoutOpt = 0.0,
