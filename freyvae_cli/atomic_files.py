@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -18,9 +19,22 @@ def _umask() -> int:
     return mask
 
 
+def _refuse_special(path: Path) -> None:
+    """A write replaces only a regular file (or a link, itself): never a device, pipe or socket,
+    which the rename would turn into a regular file (/dev/null, as root)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return  # nothing there (or nothing we may look at: the write itself will say)
+    if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode) or stat.S_ISDIR(mode)):
+        raise FreyError(f"cannot write {path}: it is a device, pipe or socket, not a file; choose another path")
+
+
 def check_writable(path: str | Path, extensions: tuple[str, ...] | None = None) -> Path:
-    """Fail before any work if `path` cannot be written (bad extension, a file where a folder is)."""
+    """Fail before any work if `path` cannot be written (bad extension, a file where a folder is,
+    a device)."""
     path = Path(path)
+    _refuse_special(path)
     if path.is_dir():
         raise FreyError(f"cannot write {path}: it is a folder; give a file name")
     if extensions is not None and path.suffix.lower().lstrip(".") not in extensions:
@@ -52,6 +66,7 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())
+        _refuse_special(path)  # just before the rename: what is there now is what it replaces
         os.replace(tmp, path)
     except OSError as e:
         with contextlib.suppress(OSError):

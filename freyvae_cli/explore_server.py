@@ -10,9 +10,13 @@ Requests whose Host header is not this server's own address are refused (DNS reb
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
+import socket
 import threading
+import time
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -36,6 +40,9 @@ MAX_Z = 50.0  # |z_d| above this is refused: the prior puts no mass there
 SCALE = 10  # the face is 28x20 pixels; the page shows it 280x200, crisp
 MAX_STEPS = 20
 PCS = 8  # sliders along the top principal directions of the test means
+MAX_FIELDS = 8  # query fields in one request
+IDLE_TIMEOUT = 20.0  # seconds a connection may wait for its next request, or take to send one
+MAX_CONNECTIONS = 32  # open at once (a browser opens six to one host), fewer under a low file limit
 
 
 class BadRequest(Exception):
@@ -181,6 +188,21 @@ class Explorer:
         return {"index": i, "frame": int(self.frames[i]), "mu": [round(float(v), 5) for v in self.mu[i]]}
 
 
+def connection_limit() -> int:
+    """MAX_CONNECTIONS, or fewer where the process may open few files (ulimit -n): half of what
+    is left beside those open now, so that accept() never runs out of descriptors."""
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        in_use = len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else 32
+    except (ImportError, OSError, ValueError):
+        return MAX_CONNECTIONS
+    if soft == resource.RLIM_INFINITY:
+        return MAX_CONNECTIONS
+    return max(2, min(MAX_CONNECTIONS, (soft - in_use - 8) // 2))
+
+
 def png(faces: np.ndarray, scale: int = SCALE) -> bytes:
     """One face (28, 20) or a row of them (k, 28, 20), values in [0, 1], as a PNG upscaled by
     nearest neighbour, side by side with no gaps (figures.face_grid)."""
@@ -244,15 +266,31 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args) -> None:  # quiet: the terminal is the user's
         pass
 
+    timeout = IDLE_TIMEOUT  # on the socket: a client silent this long is closed, its thread freed
+
+    def handle_one_request(self) -> None:
+        self.server.waiting(self.connection, True)  # until its headers are in, the server may close it
+        super().handle_one_request()
+
+    def parse_request(self) -> bool:
+        parsed = super().parse_request()
+        self.server.waiting(self.connection, False)
+        return parsed
+
     def send(self, status: int, body: bytes, content_type: str) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        self.send_header("X-Content-Type-Options", "nosniff")
-        self.send_header("Content-Security-Policy", "default-src 'self'; img-src 'self' blob:")
-        self.end_headers()
-        self.wfile.write(body)
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "no-store")
+            self.send_header("X-Content-Type-Options", "nosniff")
+            self.send_header("X-Frame-Options", "DENY")
+            self.send_header("Content-Security-Policy",
+                             "default-src 'self'; img-src 'self' blob:; frame-ancestors 'none'")
+            self.end_headers()
+            self.wfile.write(body)
+        except OSError:  # the client left (a closed tab, a reset): nobody to tell, nothing to print
+            self.close_connection = True
 
     def fail(self, status: int, message: str) -> None:
         self.send(status, json.dumps({"error": message}).encode(), "application/json")
@@ -262,7 +300,7 @@ class Handler(BaseHTTPRequestHandler):
             self.route()
         except BadRequest as e:
             self.fail(HTTPStatus.BAD_REQUEST, str(e))
-        except ConnectionError:  # the page went away before its answer (a closed tab): nobody to tell
+        except OSError:  # the page went away before its answer (a closed tab): nobody to tell
             self.close_connection = True
         except Exception as e:  # a bug must not stop the server or show a traceback
             self.fail(HTTPStatus.INTERNAL_SERVER_ERROR, f"internal error ({type(e).__name__})")
@@ -274,7 +312,7 @@ class Handler(BaseHTTPRequestHandler):
     do_PUT = do_DELETE = do_PATCH = do_POST
 
     def route(self) -> None:
-        if self.headers.get("Host") not in self.server.hosts:
+        if (self.headers.get("Host") or "").lower() not in self.server.hosts:  # host names know no case
             self.close_connection = True
             return self.fail(HTTPStatus.FORBIDDEN, "unknown Host header")
         length = self.headers.get("Content-Length")
@@ -284,7 +322,10 @@ class Handler(BaseHTTPRequestHandler):
         if len(self.path) > MAX_URL:
             return self.fail(HTTPStatus.REQUEST_URI_TOO_LONG, "request too long")
         url = urlsplit(self.path)
-        query = parse_qs(url.query, keep_blank_values=True, max_num_fields=8)
+        try:
+            query = parse_qs(url.query, keep_blank_values=True, max_num_fields=MAX_FIELDS)
+        except ValueError:
+            raise BadRequest(f"a request has at most {MAX_FIELDS} query fields") from None
         ex = self.server.explorer
         if url.path in PAGE_FILES:
             name, kind = PAGE_FILES[url.path]
@@ -313,6 +354,11 @@ class Handler(BaseHTTPRequestHandler):
 
 
 class ExploreServer(ThreadingHTTPServer):
+    """A thread per connection, at most max_connections open at once. Past that, the connection
+    that has waited longest for a request is closed (a browser opens another when it needs one),
+    and where every one is busy the newcomer gets a 503: idle clients can take neither the
+    threads nor the file descriptors, and the page still answers."""
+
     daemon_threads = True
     request_queue_size = 64
 
@@ -320,7 +366,40 @@ class ExploreServer(ThreadingHTTPServer):
         super().__init__((host, port), Handler)
         self.explorer = explorer
         bound = self.server_address[1]
-        self.hosts = {f"{host}:{bound}", f"127.0.0.1:{bound}", f"localhost:{bound}"}
+        self.hosts = {f"{host}:{bound}".lower(), f"127.0.0.1:{bound}", f"localhost:{bound}"}
+        self.open: dict[socket.socket, float | None] = {}  # connection -> since when it waits (None: busy)
+        self.open_lock = threading.Lock()
+        self.max_connections = connection_limit()
+
+    def process_request(self, request, client_address) -> None:
+        with self.open_lock:
+            if len(self.open) >= self.max_connections:
+                waiting = [(since, conn) for conn, since in self.open.items() if since is not None]
+                if not waiting:
+                    with contextlib.suppress(OSError):
+                        request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
+                                        b"Connection: close\r\n\r\n")
+                    super().shutdown_request(request)  # never in self.open: no need of the lock we hold
+                    return
+                oldest = min(waiting, key=lambda w: w[0])[1]
+                del self.open[oldest]
+                with contextlib.suppress(OSError):
+                    oldest.shutdown(socket.SHUT_RDWR)  # its thread reads the end, and closes it
+            self.open[request] = time.monotonic()
+        super().process_request(request, client_address)
+
+    def waiting(self, conn: socket.socket, waits: bool) -> None:
+        with self.open_lock:
+            if conn in self.open:
+                self.open[conn] = time.monotonic() if waits else None
+
+    def shutdown_request(self, request) -> None:
+        with self.open_lock:
+            self.open.pop(request, None)
+        super().shutdown_request(request)
+
+    def handle_error(self, request, client_address) -> None:
+        """Silent: a client that left mid-answer is no news, and the terminal is the user's."""
 
     @property
     def url(self) -> str:
@@ -344,3 +423,7 @@ class ExploreServer(ThreadingHTTPServer):
             if drawer is not None:
                 self.shutdown()
             self.server_close()
+            # Every torch call runs under the explorer's lock. Take it for good: the decode under
+            # way ends, and none starts, since a daemon thread inside torch when the interpreter
+            # exits aborts it ("terminate called without an active exception", exit -6).
+            self.explorer.lock.acquire(timeout=10)
