@@ -42,10 +42,20 @@ def resolve(path: Path) -> Path:
     raise FreyError(f"{path}: not a freyvae run (no {FINAL_NAME})")
 
 
-def load_runs(paths: list[Path], warn) -> list[SavedRun]:
-    """The runs that can be read; each one that cannot gets one warning line naming it."""
-    runs = []
+def expand_studies(paths: list[Path]) -> list[Path]:
+    """Each folder of a `freyvae sweep` study (it holds trial-NNNN run folders) as its trials."""
+    expanded = []
     for p in paths:
+        trials = sorted(p.glob("trial-[0-9]*")) if p.is_dir() and not (p / "history.json").exists() else []
+        expanded += [t for t in trials if t.is_dir()] or [p]
+    return expanded
+
+
+def load_runs(paths: list[Path], warn) -> list[SavedRun]:
+    """The runs that can be read (a study's folder: its trials); each one that cannot gets one
+    warning line naming it."""
+    runs = []
+    for p in expand_studies(paths):
         try:
             ck = resolve(p)
             runs.append(SavedRun(str(p), ck, checkpoint.load(ck)))

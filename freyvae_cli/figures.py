@@ -222,3 +222,39 @@ def save_latent_map(
     ax.set(xlabel=axis_labels[0], ylabel=axis_labels[1], title=title)
     ax.grid(alpha=0.3)
     return _save_figure(fig, path)
+
+
+def save_sweep_plot(rows: list[dict], importances: dict[str, float], path: str | Path) -> Path:
+    """A study at a glance: the objective of each trial (best so far as a line), each searched
+    parameter's importance, and the trade-off its trials made: validation reconstruction against
+    KL, coloured by the most important parameter (nats per image)."""
+    plt = _plt()
+    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(13, 3.8))
+    done = sorted((r for r in rows if r["value"] is not None), key=lambda r: r["number"])
+    for state, marker in (("complete", "o"), ("pruned", "x")):
+        pts = [r for r in done if r["state"] == state]
+        ax1.plot([r["number"] for r in pts], [r["value"] for r in pts], marker, ls="none", label=state)
+    complete = [r for r in done if r["state"] == "complete"]
+    if complete:
+        best = np.minimum.accumulate([r["value"] for r in complete])
+        ax1.step([r["number"] for r in complete], best, where="post", color="k", lw=1, label="best so far")
+    ax1.set(xlabel="trial", ylabel="best validation -ELBO (nats/image)", title="objective by trial")
+    ax1.legend(fontsize=8)
+    names = list(importances) or sorted({k for r in rows for k in r["params"]})
+    ax2.barh(names[::-1], [importances.get(n, 0.0) for n in names[::-1]])
+    ax2.set(xlabel="share of the objective's variance (fANOVA)",
+            title="parameter importance" if importances else "importance: too few finished trials")
+    key = names[0] if names else None
+    pts = [r for r in complete if r.get("val_kl") is not None]
+    if pts:
+        colours = [r["params"].get(key) for r in pts]
+        numeric = all(isinstance(c, (int, float)) for c in colours)
+        sc = ax3.scatter([r["val_kl"] for r in pts], [r["val_reconstruction"] for r in pts],
+                         c=colours if numeric else None, cmap="viridis",
+                         norm="log" if numeric and min(colours) > 0 else None)
+        if numeric:
+            fig.colorbar(sc, ax=ax3, label=key)
+    ax3.set(xlabel="validation KL (nats/image)", ylabel="validation reconstruction (nats/image)",
+            title="reconstruction against KL")
+    fig.tight_layout()
+    return _save_figure(fig, path)

@@ -36,7 +36,7 @@ EVAL_SEED_OFFSET = 2  # test-loss noise has its own generator so evaluating neve
 class Reporter(Protocol):
     def start(self, cfg: TrainConfig, first_epoch: int, n_steps: int) -> None: ...
     def step(self, epoch: int, step: int, n_steps: int, loss: float) -> None: ...
-    def epoch(self, record: dict) -> None: ...
+    def epoch(self, record: dict) -> bool | None: ...  # True: stop after this epoch (a sweep's pruner)
 
 
 def make_split(cfg: TrainConfig, n: int) -> dict[str, np.ndarray]:
@@ -260,10 +260,10 @@ def train(
                 return run.result(None)
             record = score_epoch(run, epoch, sums)
             record["seconds"] = seconds_before + time.perf_counter() - t0
-            log_epoch(run, record, reporter, tb)
+            stop = log_epoch(run, record, reporter, tb)
             best = save_epoch(run, epoch)
-            if best is not None and cfg.patience > 0 and epoch - best["epoch"] >= cfg.patience:
-                break  # early stopping: the best-validation model is already saved
+            if stop or (best is not None and cfg.patience > 0 and epoch - best["epoch"] >= cfg.patience):
+                break  # the reporter's word, or early stopping: the best-validation model is already saved
             if run.stop.signum and epoch < cfg.epochs:
                 run.save(INTERRUPTED_NAME, epoch)
                 return run.result(None)
@@ -385,14 +385,16 @@ def score_epoch(run: Run, epoch: int, sums: list[float]) -> dict:
     return record
 
 
-def log_epoch(run: Run, record: dict, reporter: Reporter, tb) -> None:
-    """The record into the history, history.json and history.csv, the reporter and TensorBoard."""
+def log_epoch(run: Run, record: dict, reporter: Reporter, tb) -> bool:
+    """The record into the history, history.json and history.csv, the reporter and TensorBoard;
+    True where the reporter asks to stop."""
     run.history.append(record)
     write_text(run.out / "history.json", json.dumps(run.history, indent=1) + "\n")
     write_text(run.out / "history.csv", csv_text(run.history))
-    reporter.epoch(record)
+    stop = bool(reporter.epoch(record))
     if tb is not None:
         tb.epoch(record, run.scored, run.x_test)
+    return stop
 
 
 def save_epoch(run: Run, epoch: int) -> dict | None:

@@ -207,3 +207,71 @@ def comparison_table(rows: list[dict], settings: list[str], metric: str | None) 
     for r in rows:
         t.add_row(*[cell(r) for _, cell in columns])
     console().print(t)
+
+
+class SweepProgress:
+    """A sweep's progress: in a terminal one live line (trials finished, pruned and failed, the best
+    so far, the epoch of this worker's trial); elsewhere a plain line each time the count changes."""
+
+    def __init__(self, n_trials: int) -> None:
+        self.con, self.n, self.live, self.last = console(), n_trials, None, ""
+        self.counts, self.best_value, self.trial = {}, None, ""
+        if not _state["quiet"] and self.con.is_terminal:
+            from rich.live import Live
+
+            self.live = Live("", console=self.con, transient=False, refresh_per_second=4)
+            self.live.start()
+
+    def line(self) -> str:
+        c = self.counts
+        best = f"{self.best_value:.2f} nats per image" if self.best_value is not None else "-"
+        return (f"trials {c.get('complete', 0) + c.get('pruned', 0)}/{self.n} finished ({c.get('pruned', 0)} pruned, "
+                f"{c.get('failed', 0)} failed, {c.get('running', 0)} running); best validation -ELBO {best}"
+                f"{self.trial}")
+
+    def show(self) -> None:
+        if _state["quiet"]:
+            return
+        if self.live is not None:
+            self.live.update(self.line())
+        elif self.line() != self.last:
+            self.con.print(self.line())
+            self.last = self.line()
+
+    def update(self, counts: dict, best: float | None) -> None:
+        self.counts, self.best_value = counts, best
+        self.trial = ""
+        self.show()
+
+    def warn(self, message: str) -> None:
+        if self.live is not None:
+            self.live.console.print(f"[yellow]warning:[/] {message}", markup=True, highlight=False)
+        else:
+            warning(message)
+
+    def epoch(self, number: int, epoch: int, epochs: int) -> None:
+        self.trial = f"; trial {number}: epoch {epoch}/{epochs}"
+        if self.live is not None:
+            self.show()
+
+    def close(self) -> None:
+        if self.live is not None:
+            self.live.stop()
+            self.live = None
+
+
+def sweep_table(study: str, rows: list[dict]) -> None:
+    """A study's trials, best first: objective (validation -ELBO) and test -ELBO in nats per image."""
+    if _state["quiet"]:
+        return
+    from rich.table import Table
+
+    table = Table(title=f"study {study}: best validation -ELBO first (nats per image)", title_justify="left")
+    for name in ("trial", "state", "val -ELBO", "test -ELBO", "parameters", "minutes", "run"):
+        table.add_column(name, justify="right" if name in ("trial", "val -ELBO", "test -ELBO", "minutes") else "left")
+    for r in rows:
+        params = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in r["params"].items())
+        table.add_row(str(r["number"]), r["state"], f"{r['value']:.2f}" if r["value"] is not None else "-",
+                      f"{r['test_loss']:.2f}" if r.get("test_loss") is not None else "-", params,
+                      f"{r['minutes']:.1f}" if r["minutes"] is not None else "-", r["run"] or "-")
+    console().print(table)

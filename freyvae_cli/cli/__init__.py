@@ -11,14 +11,14 @@ import sys
 import typer
 
 from freyvae_cli import ui
-from freyvae_cli.cli import compare, encode, evaluate, explore, info, pictures, train  # noqa: F401  (registers the commands)
+from freyvae_cli.cli import compare, encode, evaluate, explore, info, pictures, sweep, train  # noqa: F401  (registers the commands)
 from freyvae_cli.cli.common import app
 
 __all__ = ["app", "main"]
 
 # `freyvae --help` lists the commands in the order a user meets them, not by module.
 ORDER = ("train", "download", "reconstruct", "sample", "traverse", "interpolate", "manifold", "project",
-         "encode", "evaluate", "explore", "compare", "info")
+         "encode", "evaluate", "explore", "compare", "sweep", "info")
 app.registered_commands.sort(key=lambda c: ORDER.index(c.name))
 
 
