@@ -233,7 +233,8 @@ def save_sweep_plot(rows: list[dict], importances: dict[str, float], path: str |
     done = sorted((r for r in rows if r["value"] is not None), key=lambda r: r["number"])
     for state, marker in (("complete", "o"), ("pruned", "x")):
         pts = [r for r in done if r["state"] == state]
-        ax1.plot([r["number"] for r in pts], [r["value"] for r in pts], marker, ls="none", label=state)
+        if pts:
+            ax1.plot([r["number"] for r in pts], [r["value"] for r in pts], marker, ls="none", label=state)
     complete = [r for r in done if r["state"] == "complete"]
     if complete:
         best = np.minimum.accumulate([r["value"] for r in complete])
@@ -241,7 +242,7 @@ def save_sweep_plot(rows: list[dict], importances: dict[str, float], path: str |
     ax1.set(xlabel="trial", ylabel="best validation -ELBO (nats/image)", title="objective by trial")
     ax1.legend(fontsize=8)
     names = list(importances) or sorted({k for r in rows for k in r["params"]})
-    ax2.barh(names[::-1], [importances.get(n, 0.0) for n in names[::-1]])
+    ax2.barh(names[::-1], [importances.get(n, 0.0) for n in names[::-1]])  # one parameter: all of it
     ax2.set(xlabel="share of the objective's variance (fANOVA)",
             title="parameter importance" if importances else "importance: too few finished trials")
     key = names[0] if names else None

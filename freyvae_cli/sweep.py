@@ -21,10 +21,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from freyvae_cli.errors import FreyError, UsageError
+
+if TYPE_CHECKING:  # the CLI imports this module for its constants: nothing heavy at import
+    import numpy as np
 
 FIXED_SETTINGS = ("data", "split")  # one data set and one split for the whole study
 NOT_SWEPT = ("resume", "out", "force", "json_out", "quiet", "tensorboard", "tensorboard_dir", "skip_bad")

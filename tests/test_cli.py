@@ -17,7 +17,7 @@ def test_help_and_version_in_a_real_process():
     r = run_freyvae("--help")
     assert r.returncode == 0
     commands = ("train", "download", "reconstruct", "sample", "traverse", "interpolate", "manifold", "project",
-                "encode", "evaluate", "explore", "compare", "info")
+                "encode", "evaluate", "explore", "compare", "sweep", "info")
     assert [c.name for c in app.registered_commands] == list(commands)  # all of them, in the order a user meets them
     listed = [line.split()[1] for line in r.stdout.splitlines() if line.startswith("│ ") and len(line.split()) > 2]
     assert [c for c in listed if c in commands] == list(commands)

@@ -12,8 +12,7 @@ import typer
 from freyvae_cli import ui
 from freyvae_cli.cli.common import JsonOpt, QuietOpt, command, done
 from freyvae_cli.errors import FreyError, UsageError
-
-HEARTBEAT = 10  # sweep.HEARTBEAT, repeated so that --help imports nothing
+from freyvae_cli.sweep import HEARTBEAT  # the module imports only the standard library at import
 
 
 class Prune(str, Enum):
@@ -39,7 +38,7 @@ def sweep(
     storage: StorageOpt = None,
     prune: Annotated[Optional[Prune], typer.Option(
         help="median: stop a trial whose validation loss is above the median of earlier trials at the same "
-             "epoch (not before the KL warm-up ends).", show_default=False)] = None,
+             "epoch (never in the KL warm-up, nor in the first 5 epochs).", show_default=False)] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder of studies.")] = Path("runs"),
     heartbeat: Annotated[int, typer.Option(
         min=1, help="With --storage: seconds between a worker's heartbeats; a trial 3 beats late is failed and "
@@ -58,8 +57,6 @@ def sweep(
         import optuna
     except ImportError:
         raise FreyError('freyvae sweep needs Optuna: pip install "freyvae[sweep]"') from None
-    from freyvae_cli import sweep as sw
-
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # no traceback per failed trial: the progress says it
     folder = out / study
     if show:
@@ -68,8 +65,23 @@ def sweep(
         raise UsageError("--plot draws a study's trials: add --show")
     if trials is None:
         raise UsageError("give --trials N: the number of finished trials to run the study to")
+    payload = _search(study, folder, trials, param or [], storage, prune and prune.value, heartbeat)
+    best = payload["best"]
+    message = f"study {study}: {payload['complete']} complete, {payload['pruned']} pruned, {payload['failed']} failed"
+    if best:
+        settings = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in best["params"].items())
+        message += (f"; best trial {best['number']}: validation -ELBO {best['value']:.2f} nats per image "
+                    f"(test {best['test_loss']:.2f}) with {settings or 'the fixed settings'}, in {best['run']}")
+    done(json_out, payload, message)
+
+
+def _search(study: str, folder: Path, trials: int, param: list[str], storage: str | None, prune: str | None,
+            heartbeat: int) -> dict:
+    """Check the settings, open the study, and work on it until it has `trials` finished trials."""
+    from freyvae_cli import sweep as sw
+
     convert, defaults = _train_options()
-    params = [sw.parse_param(p, convert) for p in param or []]
+    params = [sw.parse_param(p, convert) for p in param]
     twice = sorted({p.name for p in params if [q.name for q in params].count(p.name) > 1})
     if twice:
         raise UsageError(f"--param {twice[0].replace('_', '-')} is given twice; give each setting once")
@@ -79,7 +91,7 @@ def sweep(
                          "leave split out (the sweep uses --split literature, 1565/200/200)")
     faces, source, data_hash = _faces(Path(fixed.get("data") or defaults["data"] or _default_data()))
     store, where = sw.open_storage(storage, folder, heartbeat)
-    the_study = sw.open_study(study, store, params, prune and prune.value, _warmup(params, defaults))
+    the_study = sw.open_study(study, store, params, prune, _warmup(params, defaults))
     progress = ui.SweepProgress(trials)
     worker = sw.Worker(the_study, trials, params, folder, defaults, faces, source, data_hash, storage is not None,
                        progress)
@@ -91,14 +103,7 @@ def sweep(
         raise typer.Exit(128 + e.signum) from None
     finally:
         progress.close()
-    payload = _summary(the_study, where, trials)
-    best = payload["best"]
-    message = f"study {study}: {payload['complete']} complete, {payload['pruned']} pruned, {payload['failed']} failed"
-    if best:
-        settings = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in best["params"].items())
-        message += (f"; best trial {best['number']}: validation -ELBO {best['value']:.2f} nats per image "
-                    f"(test {best['test_loss']:.2f}) with {settings or 'the fixed settings'}, in {best['run']}")
-    done(json_out, payload, message)
+    return _summary(the_study, where, trials)
 
 
 def _train_options():
@@ -142,15 +147,19 @@ def _faces(path: Path):
     return faces, source, sources.pixel_hash(faces)
 
 
+MIN_WARMUP = 5  # epochs: earlier, the median of a few noisy epochs pruned trials near the best (docs/sweeps.md)
+
+
 def _warmup(params, defaults: dict) -> int:
-    """The pruner's warm-up: the longest KL warm-up any trial can have (a model's default included)."""
+    """The pruner's warm-up: the longest KL warm-up any trial can have (a model's default included),
+    and never under MIN_WARMUP epochs."""
     from freyvae_cli.config import MODEL_DEFAULTS
 
     given = {p.name: p for p in params}
     if "kl_warmup" in given:
-        return int(given["kl_warmup"].largest())
+        return max(MIN_WARMUP, int(given["kl_warmup"].largest()))
     models = given["model"].values if "model" in given and given["model"].kind != "int" else (defaults["model"],)
-    return max(MODEL_DEFAULTS.get(m, {}).get("kl_warmup", defaults["kl_warmup"]) for m in models)
+    return max(MIN_WARMUP, *(MODEL_DEFAULTS.get(m, {}).get("kl_warmup", defaults["kl_warmup"]) for m in models))
 
 
 def _summary(study, where: str, trials: int) -> dict:
