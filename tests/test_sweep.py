@@ -22,7 +22,7 @@ optuna = pytest.importorskip("optuna")
 POSTGRES = os.environ.get("FREYVAE_TEST_POSTGRES")
 needs_postgres = pytest.mark.skipif(
     not POSTGRES and not os.environ.get("CI"), reason="set FREYVAE_TEST_POSTGRES to a PostgreSQL URL (.ci/run does)")
-TINY = ["-p", "epochs=20", "-p", "latent-dim=2", "-p", "batch-size=16", "-p", "beta=0.25:4:log"]
+TINY = ["-p", "epochs=8", "-p", "latent-dim=2", "-p", "batch-size=16", "-p", "beta=0.25:4:log"]
 
 
 @pytest.fixture(scope="module")
