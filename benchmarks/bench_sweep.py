@@ -72,6 +72,37 @@ def overhead(data: str, epochs: int, k: int, rounds: int, tmp: Path) -> None:
           f"({epochs} epochs)", file=sys.stderr)
 
 
+def bookkeeping(epochs: int, trials: int, tmp: Path) -> None:
+    """What a trial costs the sweep without its training: a study on the journal file whose trials
+    make the same calls as a real one (suggest, the user attributes, a report and a pruning check
+    per epoch), timed per trial."""
+    import optuna
+
+    from freyvae_cli import sweep as sw
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    store, _ = sw.open_storage(None, tmp / "bookkeeping", sw.HEARTBEAT)
+    study = sw.open_study("bookkeeping", store, [sw.Param("beta", "float", low=0.25, high=4.0, log=True)],
+                          "median", 5)
+
+    def objective(trial) -> float:
+        trial.suggest_float("beta", 0.25, 4.0, log=True)
+        for name in ("run", "worker", "test_loss", "val_reconstruction", "val_kl", "best_epoch"):
+            trial.set_user_attr(name, 1.0)
+        for epoch in range(1, epochs + 1):
+            trial.report(350.0 + trial.number % 3 - epoch * 0.01, epoch)
+            trial.should_prune()
+        return 350.0
+
+    t0 = time.perf_counter()
+    for _ in range(trials):
+        sw.counts(study)
+        study.optimize(objective, n_trials=1)
+    per = (time.perf_counter() - t0) / trials
+    print(f"the sweep's own work per trial ({epochs} epochs, journal file, {trials} trials): {1000 * per:.1f} ms",
+          file=sys.stderr)
+
+
 def workers(data: str, epochs: int, trials: int, tmp: Path) -> None:
     def run(n_workers: int) -> float:
         out = tmp / f"workers-{n_workers}"
@@ -103,6 +134,7 @@ def main() -> None:
         raise SystemExit(f"no data file {args.data}: pass --data or set FREYVAE_DATA")
     tmp = Path(tempfile.mkdtemp(prefix="bench-sweep-"))
     try:
+        bookkeeping(args.epochs, 30, tmp)
         if not args.skip_overhead:
             overhead(args.data, args.epochs, args.k, args.rounds, tmp)
         workers(args.data, args.epochs, args.trials, tmp)
