@@ -250,6 +250,7 @@ class Worker:
         options = {**self.defaults, **values, "out": run_folder, "split": "literature", "quiet": True}
         cfg, _ = config.resolve(options, set(values) | {"out", "split", "data"}, checkpoint.load)
         runs.check_out_folder(run_folder, resuming=False, force=False)
+        self.progress.update(counts(self.study), self.best())  # this trial among the running ones
         reporter = TrialReporter(trial, self.progress)
         try:
             result = train(cfg, self.faces, self.data_hash, reporter, None, self.source)
