@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from freyvae_cli.errors import FreyError, UsageError
 
-if TYPE_CHECKING:  # the CLI imports this module for its constants: nothing heavy at import
+if TYPE_CHECKING:
     import numpy as np
 
 FIXED_SETTINGS = ("data", "split")  # one data set and one split for the whole study

@@ -12,7 +12,6 @@ import typer
 from freyvae_cli import ui
 from freyvae_cli.cli.common import JsonOpt, QuietOpt, command, done
 from freyvae_cli.errors import FreyError, UsageError
-from freyvae_cli.sweep import HEARTBEAT  # the module imports only the standard library at import
 
 
 class Prune(str, Enum):
@@ -40,9 +39,9 @@ def sweep(
         help="median: stop a trial whose validation loss is above the median of earlier trials at the same "
              "epoch (never in the KL warm-up, nor in the first 5 epochs).", show_default=False)] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder of studies.")] = Path("runs"),
-    heartbeat: Annotated[int, typer.Option(
-        min=1, help="With --storage: seconds between a worker's heartbeats; a trial 3 beats late is failed and "
-        "run again by another worker.")] = HEARTBEAT,
+    heartbeat: Annotated[Optional[int], typer.Option(
+        min=1, show_default=False, help="With --storage: seconds between a worker's heartbeats; a trial 3 beats "
+        "late is failed and run again by another worker. [default: 10]")] = None,
     show: Annotated[bool, typer.Option("--show", help="List the study's trials, best first, instead.")] = False,
     plot: Annotated[Optional[Path], typer.Option(
         help="With --show: draw the objective by trial, the parameters' importances and reconstruction "
@@ -57,7 +56,10 @@ def sweep(
         import optuna
     except ImportError:
         raise FreyError('freyvae sweep needs Optuna: pip install "freyvae[sweep]"') from None
+    from freyvae_cli import sweep as sw  # not at import: `freyvae --help` stays quick
+
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # no traceback per failed trial: the progress says it
+    heartbeat = heartbeat or sw.HEARTBEAT
     folder = out / study
     if show:
         return _show(study, folder, storage, plot, json_out)
@@ -181,7 +183,7 @@ def _show(name: str, folder: Path, storage: str | None, plot: Path | None, json_
         figures.check_out(plot, "plot")
     if storage is None and not (folder / "journal.log").is_file():
         raise FreyError(f"no study {name} in {folder} (no journal.log); pass --out, or --storage for a database")
-    store, where = sw.open_storage(storage, folder, HEARTBEAT)
+    store, where = sw.open_storage(storage, folder, sw.HEARTBEAT)
     try:
         study = optuna.load_study(study_name=name, storage=store)
     except KeyError:
