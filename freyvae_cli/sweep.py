@@ -66,7 +66,7 @@ class Param:
         return f"{self.name}={self.low}:{self.high}{':log' if self.log else ''}"
 
     def largest(self):
-        return self.values[-1] if self.kind in ("fixed", "choice") else self.high
+        return max(self.values) if self.kind in ("fixed", "choice") else self.high
 
 
 def parse_param(text: str, convert: Callable[[str, str], object]) -> Param:

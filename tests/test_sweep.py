@@ -103,6 +103,11 @@ def test_params_become_fixed_values_choices_and_ranges():
     assert parse("latent-dim=2:20") == sw.Param("latent_dim", "int", low=2, high=20)
     assert parse("beta=0.25:4:log") == sw.Param("beta", "float", low=0.25, high=4.0, log=True)
     assert parse("lr=1:2").kind == "float" and parse("lr=1.0:2.0").kind == "float"
+    from freyvae_cli.cli.sweep import _warmup
+
+    # the pruner's warm-up covers the longest KL warm-up a trial can get, in any order, and 5 epochs
+    assert _warmup([parse("kl-warmup=10,2")], defaults) == 10 and _warmup([], defaults) == 5
+    assert _warmup([parse("model=seed,pixelvae")], defaults) == 10  # pixelvae's own KL warm-up
 
 
 def test_an_unreachable_database_is_one_line(tmp_path, faces_mat, capsys):

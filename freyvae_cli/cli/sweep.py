@@ -160,7 +160,7 @@ def _warmup(params, defaults: dict) -> int:
     given = {p.name: p for p in params}
     if "kl_warmup" in given:
         return max(MIN_WARMUP, int(given["kl_warmup"].largest()))
-    models = given["model"].values if "model" in given and given["model"].kind != "int" else (defaults["model"],)
+    models = given["model"].values if "model" in given else (defaults["model"],)
     return max(MIN_WARMUP, *(MODEL_DEFAULTS.get(m, {}).get("kl_warmup", defaults["kl_warmup"]) for m in models))
 
 
