@@ -3,7 +3,9 @@
 A checkpoint is a plain dict of tensors and Python primitives:
   format, model, optimizer, epoch, step, config, split (train/test, and val for the literature
   split: index tensors), data_hash,
-  history (per-epoch numbers), rng (generator states), progress (mid-epoch state or None), versions.
+  history (per-epoch numbers), rng (generator states), progress (mid-epoch state or None), versions;
+  a pretrained model (freyvae_cli/pretrained/) has no optimizer, rng or progress, and adds card
+  (how it was made, its figures) and summary (its test faces' latent means and log-variances).
 """
 
 from __future__ import annotations
@@ -102,6 +104,11 @@ def validate(ckpt: object, path: Path) -> dict:
         raise CheckpointError(f"{path} has an invalid history (expected a list of per-epoch records of numbers)")
     if not isinstance(ckpt["model"], dict):
         raise CheckpointError(f"{path} has no model weights")
+    if "card" in ckpt and not _plain_record(ckpt["card"]):
+        raise CheckpointError(f"{path} has an invalid model card (expected names to text and numbers)")
+    problem = _summary_problem(ckpt.get("summary"), len(ckpt["split"]["test"]), cfg["latent_dim"])
+    if problem is not None:
+        raise CheckpointError(f"{path} has an invalid summary of its test faces: {problem}")
     source = ckpt.get("data_source")
     if source is not None and not (isinstance(source, dict) and _plain_names(source.get("files", []))):
         raise CheckpointError(f"{path} has an invalid data_source (file names must be plain names in one folder)")
@@ -136,6 +143,30 @@ def _valid_history(history: object) -> bool:
         isinstance(r, dict) and type(r.get("epoch")) is int and number(r.get("train_loss"))
         and number(r.get("test_loss")) and all(isinstance(k, str) and (v is None or number(v)) for k, v in r.items())
         for r in history)
+
+
+def _plain_record(record: object, depth: int = 0) -> bool:
+    """A model card: names to text, numbers, lists of them and such records, a few levels deep."""
+    def plain(v: object) -> bool:
+        if isinstance(v, list):
+            return all(plain(x) for x in v)
+        return v is None or type(v) in (str, int, float, bool) or _plain_record(v, depth + 1)
+
+    return depth < 4 and isinstance(record, dict) and all(isinstance(k, str) and plain(v) for k, v in record.items())
+
+
+def _summary_problem(summary: object, n_test: int, latent: int) -> str | None:
+    """What is wrong with a stored summary of the test faces, or None (also where there is none)."""
+    if summary is None:
+        return None
+    if not isinstance(summary, dict) or set(summary) != {"mu", "logvar"}:
+        return "expected the test faces' mu and logvar"
+    for name, t in summary.items():
+        if not isinstance(t, torch.Tensor) or t.dtype != torch.float32 or tuple(t.shape) != (n_test, latent):
+            return f"{name} is not a float32 tensor of {n_test} test faces by {latent} dimensions"
+        if not torch.isfinite(t).all():
+            return f"{name} contains NaN or infinite values"
+    return None
 
 
 def _plain_names(files: object) -> bool:
@@ -183,14 +214,19 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[VA
     return build_model(ckpt, path, device), ckpt
 
 
-def load_with_data(path: Path, device: torch.device, data: Path | None, warn: Callable[[str], None]):
+def load_with_data(path: Path, device: torch.device, data: Path | None, warn: Callable[[str], None],
+                   summary_will_do: bool = False):
     """The model, its checkpoint and the faces it was trained on (data.data_path says which file).
-    Data with fewer images than the split is refused; other pixels only get a warning."""
+    Data with fewer images than the split is refused; other pixels only get a warning. With
+    summary_will_do, a checkpoint with a summary of its test faces gives faces None where no
+    --data was given and the file is not there."""
     from freyvae_cli.data.frey import data_path, pixel_hash
     from freyvae_cli.data.sources import load_data
 
     model, ckpt = load_model(path, device)
     where = data_path(data, ckpt["config"].get("data", ""))
+    if summary_will_do and "summary" in ckpt and data is None and not where.exists():
+        return model, ckpt, None
     faces, _ = load_data(where, data_files(ckpt))
     if max(int(idx.max()) for idx in ckpt["split"].values()) >= len(faces):
         raise FreyError(f"{where} has {len(faces)} images, fewer than the data {path} was trained on; "
@@ -251,4 +287,18 @@ def describe(ckpt: dict, path: Path) -> tuple[dict, list[str]]:
                      f"(test there {best['test_loss']:.2f} nats per image)")
     lines.append(f"  data: {describe_data(payload['data'])}, sha256 {payload['data_hash']}")
     lines.append("  " + ", ".join(f"{k} {v}" for k, v in payload["versions"].items()))
+    if "card" in ckpt:
+        payload["card"] = ckpt["card"]
+        lines += ["", "model card:", *_card_lines(ckpt["card"], "  ")]
     return payload, lines
+
+
+def _card_lines(record: dict, indent: str) -> list[str]:
+    """A model card as indented `name: value` lines, nested records one level further in."""
+    lines = []
+    for k, v in record.items():
+        if isinstance(v, dict):
+            lines += [f"{indent}{k}:", *_card_lines(v, indent + "  ")]
+        else:
+            lines.append(f"{indent}{k}: {v}")
+    return lines

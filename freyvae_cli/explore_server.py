@@ -122,7 +122,7 @@ class Explorer:
 
     model: torch.nn.Module
     info: dict
-    faces: np.ndarray  # (n, 28, 20) uint8, the test split
+    faces: np.ndarray | None  # (n, 28, 20) uint8, the test split; None without the data file
     frames: np.ndarray
     mu: torch.Tensor  # (n, D) posterior means
     lock: threading.Lock  # one decode at a time: torch already uses every core for one
@@ -138,19 +138,23 @@ class Explorer:
                                  latent.pixel_noise(self.model), self.drawer_thread)
 
     @classmethod
-    def build(cls, model, ckpt: dict, faces: np.ndarray, checkpoint: str, span: float,
-              drawer_thread: bool = True) -> Explorer:
-        x, frames = latent.split_images(ckpt, faces, "test")
-        mu, logvar = latent.encode(model, x)
+    def build(cls, model, ckpt: dict, faces: np.ndarray | None, checkpoint: str, span: float,
+              drawer_thread: bool = True, named: str | None = None) -> Explorer:
+        """faces None: a pretrained model without the data file, mapped from its stored test means.
+        `named` is how the page's commands name a pretrained model (--pretrained NAME), else -c PATH."""
+        frames = ckpt["split"]["test"].numpy()
+        test = None if faces is None else latent.split_images(ckpt, faces, "test")[0].squeeze(1).numpy()
+        mu, logvar = latent.test_codes(model, ckpt, faces)
         kl = kl_divergence(mu, logvar).mean(0).numpy()  # nats per dimension, as latent.kl_per_dim
         points, axes, share = latent.pca(mu.numpy())
         top, top_axes, top_share = latent.pca(mu.numpy(), min(PCS, model.latent_dim))
         last = ckpt["history"][-1] if ckpt["history"] else {}
         cfg = ckpt["config"]
         info = {
-            "checkpoint": checkpoint, "model": cfg.get("model", "seed"), "likelihood": cfg["likelihood"],
+            "checkpoint": checkpoint, "named": named, "faces": test is not None,
+            "model": cfg.get("model", "seed"), "likelihood": cfg["likelihood"],
             "epochs": ckpt["epoch"], "test_loss": last.get("test_loss"), "units": "nats per image",
-            "latent_dim": model.latent_dim, "range": span, "n_test": len(x),
+            "latent_dim": model.latent_dim, "range": span, "n_test": len(mu),
             "autoregressive": bool(model.autoregressive), "drawn": latent.what_is_drawn(model),
             "dims": [{"index": int(d), "kl": float(kl[d])} for d in np.argsort(-kl, kind="stable")],
             "map": {"points": points.round(4).tolist(), "frames": frames.tolist(), "axes": axes.tolist(),
@@ -159,7 +163,7 @@ class Explorer:
             "pca": {"axes": top_axes.tolist(), "sd": top.std(0, ddof=1).tolist(),
                     "share": [float(s) for s in top_share]},
         }
-        return cls(model, info, x.squeeze(1).numpy(), frames, mu, threading.Lock(), drawer_thread=drawer_thread)
+        return cls(model, info, test, frames, mu, threading.Lock(), drawer_thread=drawer_thread)
 
     def decode_png(self, z: torch.Tensor) -> bytes:
         if self.drawer is not None:
@@ -340,11 +344,13 @@ class Handler(BaseHTTPRequestHandler):
         if url.path == "/api/decode.png":
             z = parse_z(query.get("z", [""])[0], ex.model.latent_dim)
             return self.send(HTTPStatus.OK, ex.decode_png(z), "image/png")
-        last = len(ex.faces) - 1
+        last = len(ex.frames) - 1
         if url.path == "/api/face":
             return self.send(HTTPStatus.OK, json.dumps(ex.face(parse_int(query, "i", 0, last))).encode(),
                              "application/json")
         if url.path == "/api/original.png":
+            if ex.faces is None:
+                return self.fail(HTTPStatus.NOT_FOUND, "the test faces need the data file: run `freyvae download`")
             return self.send(HTTPStatus.OK, png(ex.faces[parse_int(query, "i", 0, last)] / 255.0), "image/png")
         if url.path == "/api/interpolate.png":
             a, b = parse_int(query, "a", 0, last), parse_int(query, "b", 0, last)

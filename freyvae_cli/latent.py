@@ -43,6 +43,15 @@ def split_images(ckpt: dict, faces: np.ndarray, split: str = "test") -> tuple[to
     return torch.from_numpy(faces[frames]).unsqueeze(1), frames
 
 
+def test_codes(model: VAE, ckpt: dict, faces: np.ndarray | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The test faces' posterior means and log-variances: encoded from the faces, or where there
+    is no data file, the summary a pretrained checkpoint stores (the same numbers, encoded when it
+    was made: freyvae_cli/pretrained/)."""
+    if faces is None:
+        return ckpt["summary"]["mu"], ckpt["summary"]["logvar"]
+    return encode(model, split_images(ckpt, faces, "test")[0])
+
+
 @torch.no_grad()
 def encode(model: VAE, x: torch.Tensor, batch: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
     """Posterior means and log-variances of uint8 images x, on the CPU."""
@@ -113,8 +122,12 @@ def sample(model: VAE, n: int, seed: int = 0) -> np.ndarray:
 
 def kl_per_dim(model: VAE, x: torch.Tensor) -> np.ndarray:
     """Mean KL(q(z_d|x) || N(0,1)) of each latent dimension over the images, in nats."""
-    mu, logvar = encode(model, x)
-    return kl_divergence(mu, logvar).mean(0).numpy()
+    return mean_kl(encode(model, x))
+
+
+def mean_kl(codes: tuple[torch.Tensor, torch.Tensor]) -> np.ndarray:
+    """Mean KL of each latent dimension over encoded images (their means and log-variances), in nats."""
+    return kl_divergence(*codes).mean(0).numpy()
 
 
 def traverse(model: VAE, base: torch.Tensor, directions: torch.Tensor, steps: int, span: float) -> list[np.ndarray]:
@@ -125,8 +138,8 @@ def traverse(model: VAE, base: torch.Tensor, directions: torch.Tensor, steps: in
     return [faces[i * steps:(i + 1) * steps] for i in range(len(directions))]
 
 
-def principal_directions(model: VAE, x: torch.Tensor, k: int) -> tuple[torch.Tensor, np.ndarray]:
-    """The top k principal axes of the latent means of images x, each scaled to one standard
+def principal_directions(model: VAE, mu: torch.Tensor, k: int) -> tuple[torch.Tensor, np.ndarray]:
+    """The top k principal axes of latent means mu (n, D), each scaled to one standard
     deviation of the means along it (k, D), and each axis's share of their variance. Where faces
     vary most (as GANSpace, Harkonen et al. 2020, finds it for GANs)."""
     if model.latent_dim < 2:
@@ -134,8 +147,7 @@ def principal_directions(model: VAE, x: torch.Tensor, k: int) -> tuple[torch.Ten
     if not 1 <= k <= model.latent_dim:
         raise UsageError(f"--k {k} is outside 1..{model.latent_dim}: this model has {model.latent_dim} latent "
                          "dimensions, so as many principal directions")
-    mu = encode(model, x)[0].numpy()
-    points, axes, share = pca(mu, k)
+    points, axes, share = pca(mu.numpy(), k)
     scaled = torch.tensor(axes * points.std(0, ddof=1)[:, None], dtype=torch.float32)  # as manifold --pca
     return scaled, share
 
@@ -193,12 +205,13 @@ def traverse_dims(kl: np.ndarray, asked: list[int] | None, note) -> tuple[list[i
     return dims, inactive
 
 
-def manifold_axes(model: VAE, x: torch.Tensor, dims: tuple[int, int] | None, use_pca: bool, note):
+def manifold_axes(model: VAE, codes: tuple[torch.Tensor, torch.Tensor], dims: tuple[int, int] | None,
+                  use_pca: bool, note):
     """The two directions a manifold spans, its centre, the scale along each, and their names: the
     top two principal axes of the test means (in their standard deviations), or two latent
     dimensions (the two with most KL unless given) around the test means' mean."""
     latent = model.latent_dim
-    mu, _ = encode(model, x)
+    mu = codes[0]
     centre = mu.mean(0)
     if use_pca:
         _, axes, _ = pca(mu.numpy())
@@ -206,7 +219,7 @@ def manifold_axes(model: VAE, x: torch.Tensor, dims: tuple[int, int] | None, use
         proj = (mu - centre) @ directions.T
         return directions, centre, (float(proj[:, 0].std()), float(proj[:, 1].std())), ["pc1", "pc2"]
     if dims is None:
-        kl = kl_per_dim(model, x)
+        kl = mean_kl(codes)
         dims = tuple(int(d) for d in kl.argsort()[::-1][:2]) if latent >= 2 else None
         if dims is not None and kl[list(dims)].max() < INACTIVE_KL:
             note(f"note: every latent dimension is inactive (KL < {INACTIVE_KL} nats); the two drawn, "

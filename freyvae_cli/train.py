@@ -300,6 +300,9 @@ def start(cfg: TrainConfig, faces: np.ndarray, data_hash: str, resume: dict | No
 def restore(run: Run, resume: dict) -> None:
     """Weights (and their average), Adam's state, both generators, the history and the position
     inside an epoch."""
+    if not isinstance(resume.get("optimizer"), dict) or not isinstance(resume.get("rng"), dict):
+        raise FreyError("this checkpoint holds weights only (a pretrained model), not the optimizer's and "
+                        "generators' state a run resumes from")
     if run.average is not None and not isinstance(resume.get("training_model"), dict):
         raise FreyError("this checkpoint holds only averaged weights (--ema), not the weights to go on training from")
     try:

@@ -27,7 +27,7 @@ def test_rows_follow_the_principal_directions(runner, trained, small_mat, tmp_pa
     model, ckpt = ck.load_model(trained)
     x, _ = latent.split_images(ckpt, load_faces(small_mat), "test")
     mu = latent.encode(model, x)[0]
-    directions, _ = latent.principal_directions(model, x, 3)
+    directions, _ = latent.principal_directions(model, latent.encode(model, x)[0], 3)
     # one standard deviation of the test means along each unit axis
     axes = directions / directions.norm(dim=1, keepdim=True)
     spread = ((mu - mu.mean(0)) @ axes.T).std(0)

@@ -15,7 +15,8 @@ import typer
 
 from freyvae_cli import __version__, ui
 from freyvae_cli.config import LIKELIHOODS, LR_SCHEDULES, MODELS, PRECISIONS, SPLITS
-from freyvae_cli.errors import FreyError
+from freyvae_cli.errors import FreyError, UsageError
+from freyvae_cli.pretrained import NAMES as PRETRAINED
 
 app = typer.Typer(
     name="freyvae",
@@ -50,6 +51,7 @@ class Split(str, Enum):
 
 
 LrSchedule = Enum("LrSchedule", [(name, name) for name in LR_SCHEDULES], type=str)
+Pretrained = Enum("Pretrained", [(name, name) for name in PRETRAINED], type=str)
 SplitKind = Enum("SplitKind", [(name, name) for name in SPLITS], type=str)
 
 
@@ -61,7 +63,11 @@ class Crop(str, Enum):
 # Options shared by several commands.
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object with the results on stdout.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or messages on stderr.")]
-CheckpointOpt = Annotated[Path, typer.Option("--checkpoint", "-c", help="Trained model to use.")]
+CheckpointOpt = Annotated[Optional[Path], typer.Option(
+    "--checkpoint", "-c", show_default=False, help=f"Trained model to use. [default: {DEFAULT_CHECKPOINT}]")]
+PretrainedOpt = Annotated[Optional[Pretrained], typer.Option(
+    "--pretrained", show_default=False, help="Use a model shipped with freyvae instead of -c: seed (the seed's "
+    "VAE) or pixelvae (PixelVAE); `freyvae info --pretrained NAME` shows how it was made.")]
 DataOpt = Annotated[
     Optional[Path],
     typer.Option("--data", help="Frey Face .mat file. [default: $FREYVAE_DATA, else the file the "
@@ -109,15 +115,29 @@ def _root(
     """Train a convolutional VAE on the Frey Face data and explore what it learned."""
 
 
-def load(checkpoint: Path, device: Device, data: Path | None = None, need_data: bool = True):
-    """The model, its checkpoint and (if needed) the faces it was trained on."""
+def model_file(checkpoint: Path | None, pretrained: Enum | None) -> Path:
+    """The checkpoint a command uses: -c, a pretrained model's packaged file (checked), or the default."""
+    if checkpoint is not None and pretrained is not None:
+        raise UsageError("give either -c/--checkpoint or --pretrained, not both")
+    if pretrained is not None:
+        from freyvae_cli import pretrained as shipped
+
+        return shipped.path(pretrained.value)
+    return checkpoint if checkpoint is not None else Path(DEFAULT_CHECKPOINT)
+
+
+def load(checkpoint: Path, device: Device, data: Path | None = None, need_data: bool = True,
+         summary_will_do: bool = False):
+    """The model, its checkpoint and (if needed) the faces it was trained on. With summary_will_do,
+    a checkpoint that stores its test faces' latent summary (a pretrained model) gives faces None
+    where no data file was given or found, and the command works from the summary."""
     from freyvae_cli import checkpoint as ck
     from freyvae_cli.train import resolve_device
 
     dev = resolve_device(device.value)
     if not need_data:
         return (*ck.load_model(checkpoint, dev), None)
-    return ck.load_with_data(checkpoint, dev, data, ui.warning)
+    return ck.load_with_data(checkpoint, dev, data, ui.warning, summary_will_do)
 
 
 def done(json_out: bool, payload: dict, message: str) -> None:

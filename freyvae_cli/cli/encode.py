@@ -10,7 +10,6 @@ import typer
 
 from freyvae_cli import ui
 from freyvae_cli.cli.common import (
-    DEFAULT_CHECKPOINT,
     CheckpointOpt,
     Crop,
     CropOpt,
@@ -18,18 +17,21 @@ from freyvae_cli.cli.common import (
     DeviceOpt,
     ImagesArg,
     JsonOpt,
+    PretrainedOpt,
     QuietOpt,
     ScaleOpt,
     command,
     done,
     load,
+    model_file,
 )
 
 
 @command
 def encode(
     images: ImagesArg,
-    checkpoint: CheckpointOpt = Path(DEFAULT_CHECKPOINT),
+    checkpoint: CheckpointOpt = None,
+    pretrained: PretrainedOpt = None,
     out: Annotated[Path, typer.Option("--out", "-o")] = Path("encoded.png"),
     crop: CropOpt = Crop.centre,
     scale: ScaleOpt = 4,
@@ -47,6 +49,7 @@ def encode(
 
     figures.check_out(out)
     x = torch.from_numpy(read_faces(images, crop.value)).unsqueeze(1)
+    checkpoint = model_file(checkpoint, pretrained)
     model, ckpt, _ = load(checkpoint, device, need_data=False)
     mu, sd, neg_elbo = latent.encode_with_elbo(model, x)
     pairs = zip(x.squeeze(1).numpy() / 255.0, latent.decode(model, mu), strict=True)  # as the model sees it

@@ -2,30 +2,31 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from freyvae_cli import ui
 from freyvae_cli.cli.common import (
-    DEFAULT_CHECKPOINT,
     CheckpointOpt,
     DataOpt,
     Device,
     DeviceOpt,
     JsonOpt,
     Precision,
+    PretrainedOpt,
     QuietOpt,
     Split,
     command,
     load,
+    model_file,
 )
 
 
 @command
 def evaluate(
-    checkpoint: CheckpointOpt = Path(DEFAULT_CHECKPOINT),
+    checkpoint: CheckpointOpt = None,
+    pretrained: PretrainedOpt = None,
     data: DataOpt = None,
     split: Annotated[Split, typer.Option(help="Which images to score.")] = Split.test,
     iw_samples: Annotated[int, typer.Option(min=0, help="K for the importance-weighted bound (0: skip).")] = 1000,
@@ -48,7 +49,7 @@ def evaluate(
     from freyvae_cli import evaluate as ev
     from freyvae_cli import latent
 
-    model, ckpt, faces = load(checkpoint, device, data)
+    model, ckpt, faces = load(model_file(checkpoint, pretrained), device, data)
     x, _ = latent.split_images(ckpt, faces, split.value)
     if realism:
         from freyvae_cli import realism as rl

@@ -2,28 +2,29 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from freyvae_cli import ui
 from freyvae_cli.cli.common import (
-    DEFAULT_CHECKPOINT,
     CheckpointOpt,
     DataOpt,
     Device,
     DeviceOpt,
+    PretrainedOpt,
     QuietOpt,
     command,
     load,
+    model_file,
 )
 from freyvae_cli.errors import FreyError, UsageError
 
 
 @command
 def explore(
-    checkpoint: CheckpointOpt = Path(DEFAULT_CHECKPOINT),
+    checkpoint: CheckpointOpt = None,
+    pretrained: PretrainedOpt = None,
     data: DataOpt = None,
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port to serve on (0: a free one).")] = 0,
     host: Annotated[str, typer.Option(help="Address to bind. Anything but 127.0.0.1 exposes the model "
@@ -40,8 +41,13 @@ def explore(
 
     if not 0 < span <= 10:
         raise UsageError(f"--range must be above 0 and at most 10 (got {span})")
-    model, ckpt, faces = load(checkpoint, device, data)
-    explorer = Explorer.build(model, ckpt, faces, str(checkpoint), span, drawer_thread=False)
+    path = model_file(checkpoint, pretrained)
+    model, ckpt, faces = load(path, device, data, summary_will_do=True)
+    named = f"--pretrained {pretrained.value}" if pretrained is not None else None
+    explorer = Explorer.build(model, ckpt, faces, str(path), span, drawer_thread=False, named=named)
+    if faces is None:
+        ui.info("no data file: the map shows the test faces' stored latent means, without the faces "
+                "themselves (run `freyvae download` for them)")
     try:
         server = ExploreServer(host, port, explorer)
     except OSError as e:
@@ -54,7 +60,7 @@ def explore(
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)
-    ui.console().print(f"serving {checkpoint} at {server.url} (Ctrl-C stops)", highlight=False)
+    ui.console().print(f"serving {path} at {server.url} (Ctrl-C stops)", highlight=False)
     if not no_browser:
         import webbrowser
 

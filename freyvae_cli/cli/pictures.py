@@ -10,7 +10,6 @@ import typer
 
 from freyvae_cli import ui
 from freyvae_cli.cli.common import (
-    DEFAULT_CHECKPOINT,
     CheckpointOpt,
     Crop,
     CropOpt,
@@ -18,19 +17,22 @@ from freyvae_cli.cli.common import (
     Device,
     DeviceOpt,
     JsonOpt,
+    PretrainedOpt,
     QuietOpt,
     ScaleOpt,
     Split,
     command,
     done,
     load,
+    model_file,
 )
 from freyvae_cli.errors import UsageError
 
 
 @command
 def reconstruct(
-    checkpoint: CheckpointOpt = Path(DEFAULT_CHECKPOINT),
+    checkpoint: CheckpointOpt = None,
+    pretrained: PretrainedOpt = None,
     data: DataOpt = None,
     out: Annotated[Path, typer.Option("--out", "-o")] = Path("reconstructions.png"),
     n: Annotated[int, typer.Option("-n", min=1, max=500, help="Number of images.")] = 10,
@@ -44,7 +46,7 @@ def reconstruct(
     from freyvae_cli import figures, latent
 
     figures.check_out(out)
-    model, ckpt, faces = load(checkpoint, device, data)
+    model, ckpt, faces = load(model_file(checkpoint, pretrained), device, data)
     x, frames = latent.split_images(ckpt, faces, split.value)
     n_used = min(n, len(x))
     originals, recons = latent.reconstruct(model, x[:n_used])
@@ -62,7 +64,8 @@ def reconstruct(
 
 @command
 def sample(
-    checkpoint: CheckpointOpt = Path(DEFAULT_CHECKPOINT),
+    checkpoint: CheckpointOpt = None,
+    pretrained: PretrainedOpt = None,
     out: Annotated[Path, typer.Option("--out", "-o")] = Path("generated_samples.png"),
     n: Annotated[int, typer.Option("-n", min=1, max=10000, help="Number of faces.")] = 10,
     seed: Annotated[int, typer.Option(help="Seed of the prior draws.")] = 0,
@@ -80,7 +83,7 @@ def sample(
     figures.check_out(out)
     if npy is not None:
         figures.check_out(npy, "npy")
-    model, _, _ = load(checkpoint, device, need_data=False)
+    model, _, _ = load(model_file(checkpoint, pretrained), device, need_data=False)
     faces = latent.sample(model, n, seed)
     title = f"z ~ N(0, I); {latent.what_is_drawn(model, shared_noise=False)}" if model.autoregressive else None
     figures.save_image(figures.face_grid(figures.chunk(faces, cols), scale=scale, title=title), out)
@@ -92,7 +95,8 @@ def sample(
 
 @command
 def traverse(
-    checkpoint: CheckpointOpt = Path(DEFAULT_CHECKPOINT),
+    checkpoint: CheckpointOpt = None,
+    pretrained: PretrainedOpt = None,
     data: DataOpt = None,
     out: Annotated[Path, typer.Option("--out", "-o")] = Path("latent_variations.png"),
     dim: Annotated[Optional[list[int]], typer.Option("--dim", show_default=False,
@@ -126,12 +130,12 @@ def traverse(
     figures.check_out(out)
     if gif is not None:
         figures.check_out(gif, "gif")
-    model, ckpt, faces = load(checkpoint, device, data)
+    model, ckpt, faces = load(model_file(checkpoint, pretrained), device, data, summary_will_do=True)
     latent.check_dims(dim, model.latent_dim, "--dim")
-    x, _ = latent.split_images(ckpt, faces, "test")
-    latent.check_face("--face", face, len(x))
-    directions, labels, found, said = (_principal(model, x, k) if use_pca else _dimensions(model, x, dim))
-    base = torch.zeros(model.latent_dim) if from_prior else latent.encode(model, x[face:face + 1])[0][0]
+    codes = latent.test_codes(model, ckpt, faces)
+    latent.check_face("--face", face, len(codes[0]))
+    directions, labels, found, said = (_principal(model, codes, k) if use_pca else _dimensions(model, codes, dim))
+    base = torch.zeros(model.latent_dim) if from_prior else codes[0][face]
     rows = latent.traverse(model, base, directions, steps, span)
     unit = " standard deviations" if use_pca else ""
     title = f"values {-span:g} .. +{span:g}{unit} around " + ("z = 0" if from_prior else f"test face {face}")
@@ -147,7 +151,7 @@ def traverse(
          f"wrote {out}: {what} {', '.join(map(str, found.get('dims') or found.get('directions')))}")
 
 
-def _dimensions(model, x, asked: list[int] | None):
+def _dimensions(model, codes, asked: list[int] | None):
     """Traverse's rows by latent dimension: the dimensions, their labels, the --json figures and a
     note on the inactive ones (when they were not asked for)."""
     import torch
@@ -155,7 +159,7 @@ def _dimensions(model, x, asked: list[int] | None):
     from freyvae_cli import latent
     from freyvae_cli.evaluate import INACTIVE_KL
 
-    kl = latent.kl_per_dim(model, x)
+    kl = latent.mean_kl(codes)
     dims, inactive = latent.traverse_dims(kl, asked, ui.info)
     labels = [f"dim {d} · KL {kl[d]:.2f} nats" for d in dims]
     note = (f"inactive dimensions (KL < {INACTIVE_KL} nats, not drawn): {', '.join(map(str, sorted(inactive)))}"
@@ -164,11 +168,11 @@ def _dimensions(model, x, asked: list[int] | None):
     return torch.eye(model.latent_dim)[dims], labels, found, note
 
 
-def _principal(model, x, k: int | None):
+def _principal(model, codes, k: int | None):
     """Traverse's rows by principal direction of the test means, one standard deviation a unit."""
     from freyvae_cli import latent
 
-    directions, share = latent.principal_directions(model, x, min(6, model.latent_dim) if k is None else k)
+    directions, share = latent.principal_directions(model, codes[0], min(6, model.latent_dim) if k is None else k)
     labels = [f"PC {i + 1} · {s:.0%} of variance" for i, s in enumerate(share)]
     found = {"method": "pca", "directions": [f"pc{i + 1}" for i in range(len(share))],
              "explained_variance": [float(s) for s in share]}
@@ -181,7 +185,8 @@ def interpolate(
     to: Annotated[int, typer.Option("--to", min=0, help="Index of the last test face.")] = 1,
     steps: Annotated[int, typer.Option(min=2, max=200)] = 10,
     slerp: Annotated[bool, typer.Option("--slerp", help="Spherical instead of linear interpolation.")] = False,
-    checkpoint: CheckpointOpt = Path(DEFAULT_CHECKPOINT),
+    checkpoint: CheckpointOpt = None,
+    pretrained: PretrainedOpt = None,
     data: DataOpt = None,
     out: Annotated[Path, typer.Option("--out", "-o")] = Path("interpolation.png"),
     gif: Annotated[Optional[Path], typer.Option(help="Also write it as an animation.", show_default=False)] = None,
@@ -198,7 +203,7 @@ def interpolate(
     figures.check_out(out)
     if gif is not None:
         figures.check_out(gif, "gif")
-    model, ckpt, faces = load(checkpoint, device, data)
+    model, ckpt, faces = load(model_file(checkpoint, pretrained), device, data)
     x, frames = latent.split_images(ckpt, faces, "test")
     latent.check_face("--from", from_, len(x))
     latent.check_face("--to", to, len(x))
@@ -222,7 +227,8 @@ def manifold(
                     help="Two latent dimensions to span. [default: the two with most KL]")] = None,
     use_pca: Annotated[bool, typer.Option("--pca", help="Span the top two principal axes of the test means.")] = False,
     grid: Annotated[int, typer.Option(min=2, max=40)] = 20,
-    checkpoint: CheckpointOpt = Path(DEFAULT_CHECKPOINT),
+    checkpoint: CheckpointOpt = None,
+    pretrained: PretrainedOpt = None,
     data: DataOpt = None,
     out: Annotated[Path, typer.Option("--out", "-o")] = Path("manifold.png"),
     scale: ScaleOpt = 4,
@@ -236,9 +242,9 @@ def manifold(
     if dims is not None and use_pca:
         raise UsageError("give either --dims A B or --pca, not both")
     figures.check_out(out)
-    model, ckpt, faces = load(checkpoint, device, data)
-    x, _ = latent.split_images(ckpt, faces, "test")
-    directions, centre, scales, chosen = latent.manifold_axes(model, x, dims, use_pca, ui.info)
+    model, ckpt, faces = load(model_file(checkpoint, pretrained), device, data, summary_will_do=True)
+    codes = latent.test_codes(model, ckpt, faces)
+    directions, centre, scales, chosen = latent.manifold_axes(model, codes, dims, use_pca, ui.info)
     with ui.task_progress("decoding the manifold", total=grid) as advance:
         rows = latent.manifold(model, directions, grid, centre, scales, on_row=advance)
     over = "the top two principal axes" if use_pca else f"dimensions {chosen[0]} and {chosen[1]}"
@@ -250,7 +256,8 @@ def manifold(
 
 @command
 def project(
-    checkpoint: CheckpointOpt = Path(DEFAULT_CHECKPOINT),
+    checkpoint: CheckpointOpt = None,
+    pretrained: PretrainedOpt = None,
     data: DataOpt = None,
     out: Annotated[Path, typer.Option("--out", "-o")] = Path("latent_space_2d.png"),
     split: Annotated[Split, typer.Option(help="Which images to map.")] = Split.test,
@@ -272,10 +279,15 @@ def project(
 
     figures.check_out(out, "plot")
     own = read_faces(with_, crop.value) if with_ else None
-    model, ckpt, faces = load(checkpoint, device, data)
+    model, ckpt, faces = load(model_file(checkpoint, pretrained), device, data,
+                              summary_will_do=split is Split.test and not thumbnails)
     latent.check_dims(dims, model.latent_dim, "--dims")
-    x, frames = latent.split_images(ckpt, faces, split.value)
-    mu = latent.encode(model, x)[0].numpy()
+    if faces is None:  # a pretrained model without the data file: its stored test means
+        x, frames = None, ckpt["split"]["test"].numpy()
+        mu = latent.test_codes(model, ckpt, None)[0].numpy()
+    else:
+        x, frames = latent.split_images(ckpt, faces, split.value)
+        mu = latent.encode(model, x)[0].numpy()
     own_mu = latent.encode(model, torch.from_numpy(own).unsqueeze(1))[0].numpy() if with_ else mu[:0]
     if dims is None:
         points, axes, share = latent.pca(mu)
@@ -286,10 +298,10 @@ def project(
         own_points = own_mu[:, list(dims)]
     yours = list(zip(with_ or [], own_points, strict=True))
     marks = [(p.name, point) for p, point in yours]
-    title = f"latent means of the {len(x)} {split.value} images" + (" and yours (stars)" if marks else "")
+    title = f"latent means of the {len(mu)} {split.value} images" + (" and yours (stars)" if marks else "")
     figures.save_latent_map(points, frames, out, labels, title,
                             thumbnails=x.squeeze(1).numpy() / 255.0 if thumbnails else None, marks=marks)
-    done(json_out, {"out": str(out), "split": split.value, "n": len(x),
+    done(json_out, {"out": str(out), "split": split.value, "n": len(mu),
                      "method": "dims" if dims else "pca", "explained_variance": [float(s) for s in share],
                      "with": [{"path": str(p), "point": point.tolist()} for p, point in yours]},
-          f"wrote {out}: {len(x)} {split.value} images" + (f" and {len(marks)} of yours" if marks else ""))
+          f"wrote {out}: {len(mu)} {split.value} images" + (f" and {len(marks)} of yours" if marks else ""))

@@ -187,9 +187,11 @@ async function loadFace(i) {
   const f = await getJSON("/api/face?i=" + i);
   state.face = i; state.mu = f.mu; state.other = null;
   $("interp").hidden = true;
-  $("original").src = "/api/original.png?i=" + i;
+  $("original").hidden = !state.info.faces; // a pretrained model without the data file has no faces to show
+  if (state.info.faces) $("original").src = "/api/original.png?i=" + i;
   $("recon").src = "/api/decode.png?z=" + f.mu.map((v) => fmt(v, 4)).join(",");
-  $("original-label").textContent = `test face ${i} (frame ${f.frame})`;
+  $("original-label").textContent = `test face ${i} (frame ${f.frame})` +
+    (state.info.faces ? "" : ": the face itself needs the data file (freyvae download)");
   setZ(f.mu);
 }
 
@@ -287,6 +289,7 @@ async function useImage(file) {
     state.yours = { name: file.name, mu: found.mu };
     state.face = null; state.other = null; state.mu = found.mu;
     $("interp").hidden = true;
+    $("original").hidden = false;
     setImage($("original"), await faceBlob(face));
     $("recon").src = "/api/decode.png?z=" + found.mu.map((v) => fmt(v, 4)).join(",");
     const bits = found.bits_per_dim === undefined ? "" : ` (${fmt(found.bits_per_dim)} bits/dim)`;
@@ -300,15 +303,15 @@ async function useImage(file) {
 }
 
 function showCommand() {
-  const ck = quote(state.info.checkpoint), r = state.info.range;
+  const ck = state.info.named ?? `-c ${quote(state.info.checkpoint)}`, r = state.info.range;
   if (state.face === null) {
-    $("command").textContent = `freyvae encode ${quote(state.yours.name)} -c ${ck}`;
+    $("command").textContent = `freyvae encode ${quote(state.yours.name)} ${ck}`;
     return;
   }
   const pca = state.control === "pca" ? ` --pca --k ${state.pcs.length}` : "";
   $("command").textContent = state.other !== null
-    ? `freyvae interpolate -c ${ck} --from ${state.face} --to ${state.other} --steps 10`
-    : `freyvae traverse -c ${ck}${pca} --face ${state.face} --range ${r}`;
+    ? `freyvae interpolate ${ck} --from ${state.face} --to ${state.other} --steps 10`
+    : `freyvae traverse ${ck}${pca} --face ${state.face} --range ${r}`;
 }
 
 // ---- start --------------------------------------------------------------------------------
@@ -316,7 +319,7 @@ async function main() {
   state.info = await getJSON("/api/info");
   const i = state.info;
   const loss = i.test_loss === null ? "" : ` · test loss ${fmt(i.test_loss)} ${i.units}`;
-  $("info").textContent = `${i.checkpoint} · ${i.model} model · ${i.likelihood} likelihood · ${i.epochs} epochs${loss}`;
+  $("info").textContent = `${i.named ?? i.checkpoint} · ${i.model} model · ${i.likelihood} likelihood · ${i.epochs} epochs${loss}`;
   $("drawn").textContent = i.drawn;
   state.z = new Array(i.latent_dim).fill(0);
   buildPcSliders();
