@@ -5,7 +5,8 @@ A checkpoint is a plain dict of tensors and Python primitives:
   split: index tensors), data_hash,
   history (per-epoch numbers), rng (generator states), progress (mid-epoch state or None), versions;
   a pretrained model (freyvae_cli/pretrained/) has no optimizer, rng or progress, and adds card
-  (how it was made, its figures) and summary (its test faces' latent means and log-variances).
+  (how it was made, its figures) and summary (its test faces' latent means and log-variances);
+  a PixelVAE's has prior, the Gaussian fitted to its training faces (prior.py).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from freyvae_cli.atomic_files import atomic_write
 from freyvae_cli.config import PIXELVAE_LIKELIHOODS, TrainConfig, config_problem
 from freyvae_cli.errors import FreyError
 from freyvae_cli.inputs import MAX_CHECKPOINT_BYTES, MAX_FACES, check
+from freyvae_cli.prior import problem as prior_problem
 from freyvae_cli.vae import VAE
 
 FORMAT = "freyvae-checkpoint-1"
@@ -109,6 +111,9 @@ def validate(ckpt: object, path: Path) -> dict:
     problem = _summary_problem(ckpt.get("summary"), len(ckpt["split"]["test"]), cfg["latent_dim"])
     if problem is not None:
         raise CheckpointError(f"{path} has an invalid summary of its test faces: {problem}")
+    problem = prior_problem(ckpt.get("prior"), cfg["latent_dim"])
+    if problem is not None:
+        raise CheckpointError(f"{path} has an invalid fitted prior: {problem}")
     source = ckpt.get("data_source")
     if source is not None and not (isinstance(source, dict) and _plain_names(source.get("files", []))):
         raise CheckpointError(f"{path} has an invalid data_source (file names must be plain names in one folder)")

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from freyvae_cli.likelihood import bits_per_dim, kl_divergence, log_likelihood
+from freyvae_cli.prior import Prior
 from freyvae_cli.speedups import keep_freed_memory, native_bf16
 from freyvae_cli.vae import VAE
 
@@ -59,8 +60,11 @@ def _log_normal(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torc
 
 @torch.no_grad()
 def iw_nll(model: VAE, x: torch.Tensor, k: int, gen: torch.Generator, decode_batch: int = 1024,
-           advance: Callable[[int], None] = lambda n: None, bf16_hidden: bool = False) -> torch.Tensor:
-    """-log (1/K sum_k w_k) per image, with K importance samples drawn in large batches."""
+           advance: Callable[[int], None] = lambda n: None, bf16_hidden: bool = False,
+           prior: Prior | None = None) -> torch.Tensor:
+    """-log (1/K sum_k w_k) per image, with K importance samples drawn in large batches; log p(z)
+    under `prior` (N(0, I) unless given)."""
+    prior = prior or Prior(model.latent_dim)
     device = next(model.parameters()).device
     out = []
     images_per_chunk = max(1, min(len(x), decode_batch // min(k, decode_batch)))
@@ -83,7 +87,7 @@ def iw_nll(model: VAE, x: torch.Tensor, k: int, gen: torch.Generator, decode_bat
                 log_px = bernoulli_log_px(params.reshape(m, len(xb), -1), target)
             else:  # teacher-forced for an autoregressive decoder: exact log p(x|z)
                 log_px = log_likelihood(params, xm, model.likelihood).view(m, -1)
-            log_pz = -0.5 * (LOG_2PI + z.pow(2)).sum(-1)
+            log_pz = prior.log_density(z)
             log_ws.append(log_px + log_pz - _log_normal(z, mu, logvar))
             advance(m * len(xb))
         out.append(math.log(k) - torch.logsumexp(torch.cat(log_ws), dim=0))
@@ -106,9 +110,13 @@ def reconstruction_term(model: VAE, x: torch.Tensor, mu: torch.Tensor, logvar: t
 
 @torch.no_grad()
 def evaluate(model: VAE, x: torch.Tensor, iw_samples: int = 1000, elbo_samples: int = 10, seed: int = 0,
-             advance: Callable[[int], None] = lambda n: None, bf16_hidden: bool = False) -> dict:
-    """Every figure of `freyvae evaluate` for uint8 images x (n, 1, 28, 20). The ELBO is always
-    computed in fp32; bf16_hidden is for the importance-weighted bound (iw_precision says when)."""
+             advance: Callable[[int], None] = lambda n: None, bf16_hidden: bool = False,
+             prior: Prior | None = None) -> dict:
+    """Every figure of `freyvae evaluate` for uint8 images x (n, 1, 28, 20), under the model's prior
+    (N(0, I) unless a fitted one is given; kl_per_dim and active units are always against N(0, 1)).
+    The ELBO is always computed in fp32; bf16_hidden is for the importance-weighted bound
+    (iw_precision says when)."""
+    prior = prior or Prior(model.latent_dim)
     keep_freed_memory()
     device = next(model.parameters()).device
     gen = torch.Generator(device).manual_seed(seed)
@@ -117,12 +125,13 @@ def evaluate(model: VAE, x: torch.Tensor, iw_samples: int = 1000, elbo_samples: 
     mu, logvar = model.encode(x01)
     kl_dims = kl_divergence(mu, logvar).mean(0).cpu()
     rec = float(reconstruction_term(model, xd, mu, logvar, elbo_samples, gen).mean())
-    kl = float(kl_dims.sum())
+    kl = float(prior.kl(mu, logvar).mean())
     result = {
         "neg_elbo": rec + kl,
         "reconstruction": rec,
         "kl": kl,
-        "iw_nll": float(iw_nll(model, x, iw_samples, gen, advance=advance, bf16_hidden=bf16_hidden).mean())
+        "iw_nll": float(iw_nll(model, x, iw_samples, gen, advance=advance, bf16_hidden=bf16_hidden,
+                               prior=prior).mean())
         if iw_samples else None,
         "bits_per_dim": None,
         "bce_floor": None,
@@ -132,6 +141,7 @@ def evaluate(model: VAE, x: torch.Tensor, iw_samples: int = 1000, elbo_samples: 
         "split": None,
         "n_images": len(x),
         "likelihood": model.likelihood,
+        "prior": "fitted to the training faces" if prior.fitted else "N(0, I)",
     }
     if model.likelihood == "bernoulli":
         result["bce_floor"] = bce_floor(x)

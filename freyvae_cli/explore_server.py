@@ -29,6 +29,7 @@ import torch
 from freyvae_cli import latent
 from freyvae_cli.data.frey import HEIGHT, PIXELS, WIDTH
 from freyvae_cli.likelihood import bits_per_dim, kl_divergence
+from freyvae_cli.prior import of_checkpoint
 
 PAGE_FILES = {  # URL path -> (file in freyvae_cli/web, content type)
     "/": ("index.html", "text/html; charset=utf-8"),
@@ -116,6 +117,14 @@ class Drawer:
             self.ready.notify_all()
 
 
+def _prior_info(prior) -> dict | None:
+    """The fitted prior the page draws its random faces from (mean and Cholesky factor), or None: N(0, I)."""
+    if not prior.fitted:
+        return None
+    chol = torch.linalg.cholesky(prior.cov.double())
+    return {"mean": [round(float(v), 6) for v in prior.mean], "chol": chol.float().numpy().round(6).tolist()}
+
+
 @dataclass
 class Explorer:
     """What the page needs, computed once: the model, the test faces and their latent means."""
@@ -156,6 +165,7 @@ class Explorer:
             "epochs": ckpt["epoch"], "test_loss": last.get("test_loss"), "units": "nats per image",
             "latent_dim": model.latent_dim, "range": span, "n_test": len(mu),
             "autoregressive": bool(model.autoregressive), "drawn": latent.what_is_drawn(model),
+            "prior": _prior_info(of_checkpoint(ckpt)),
             "dims": [{"index": int(d), "kl": float(kl[d])} for d in np.argsort(-kl, kind="stable")],
             "map": {"points": points.round(4).tolist(), "frames": frames.tolist(), "axes": axes.tolist(),
                     "centre": mu.mean(0).tolist(), "share": [float(s) for s in share]},

@@ -18,6 +18,7 @@ import torch
 from freyvae_cli.errors import UsageError
 from freyvae_cli.evaluate import INACTIVE_KL, mean_kl_order, reconstruction_term
 from freyvae_cli.likelihood import kl_divergence, mean_image
+from freyvae_cli.prior import Prior
 from freyvae_cli.vae import VAE
 
 
@@ -112,10 +113,12 @@ def encode_with_elbo(model: VAE, x: torch.Tensor, samples: int = 10, seed: int =
     return mu.cpu(), torch.exp(0.5 * logvar).cpu(), loss.cpu()
 
 
-def sample(model: VAE, n: int, seed: int = 0) -> np.ndarray:
-    """n new faces: z ~ N(0, I), each face with its own pixel noise (an autoregressive decoder),
-    drawn on the CPU so any device gives the same faces."""
-    z = torch.randn(n, model.latent_dim, generator=torch.Generator().manual_seed(seed))
+def sample(model: VAE, n: int, seed: int = 0, prior: Prior | None = None) -> np.ndarray:
+    """n new faces: z from the model's prior (N(0, I) unless a fitted one is given: prior.py),
+    each face with its own pixel noise (an autoregressive decoder), drawn on the CPU so any device
+    gives the same faces."""
+    prior = prior or Prior(model.latent_dim)
+    z = prior.draw(n, torch.Generator().manual_seed(seed))
     return decode(model, z, noise_seed=seed, shared_noise=False)
 
 

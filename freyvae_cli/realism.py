@@ -123,11 +123,12 @@ def check(ckpt: dict) -> None:
 
 def of_model(model, ckpt: dict, faces: np.ndarray, seed: int = 0,
              advance: Callable[[int], None] = lambda n: None) -> dict:
-    """The realism figures of a model: as many prior samples as its test faces, drawn as
+    """The realism figures of a model: as many samples from its prior as its test faces, drawn as
     `freyvae sample --seed SEED` draws them (each with its own pixel noise), against those faces."""
     from freyvae_cli import figures, latent
+    from freyvae_cli.prior import of_checkpoint
 
     check(ckpt)
     held_out = faces[ckpt["split"]["test"].numpy()]
-    samples = figures.as_uint8(latent.sample(model, len(held_out), seed))
+    samples = figures.as_uint8(latent.sample(model, len(held_out), seed, of_checkpoint(ckpt)))
     return realism(samples, held_out, faces[ckpt["split"]["train"].numpy()], seed, advance)

@@ -20,7 +20,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from freyvae_cli import __version__, checkpoint
+from freyvae_cli import __version__, checkpoint, latent, prior
 from freyvae_cli.atomic_files import write_text
 from freyvae_cli.config import TrainConfig
 from freyvae_cli.data.frey import literature_split, split_indices
@@ -199,9 +199,16 @@ class Run:
             "rng": {"shuffle": self.shuffle_gen.get_state(), "noise": self.noise_gen.get_state(),
                     "device_type": self.device.type},
             "progress": progress,
+            **self.fitted_prior(),
             "versions": {"freyvae": __version__, "torch": str(torch.__version__),
                          "numpy": str(np.__version__), "python": platform.python_version()},
         }
+
+    def fitted_prior(self) -> dict:
+        """For PixelVAE, {"prior": the Gaussian fitted to the saved model's training faces} (prior.py)."""
+        if self.cfg.model not in prior.FITTED_FOR:
+            return {}
+        return {"prior": prior.as_state(prior.fit(*latent.encode(self.scored, self.x_train)))}
 
     def update_average(self, epoch: int, step: int) -> None:
         """average <- d * average + (1 - d) * weights, d = min(ema, (1 + t) / (10 + t)) at step t, so that

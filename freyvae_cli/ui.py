@@ -149,7 +149,7 @@ def evaluation_table(r: dict, iw_bf16: bool) -> None:
     t.add_column("meaning")
     t.add_row("neg_elbo", f"{r['neg_elbo']:.2f}", "negative ELBO = reconstruction + KL")
     t.add_row("  reconstruction", f"{r['reconstruction']:.2f}", "-E_q log p(x|z)")
-    t.add_row("  kl", f"{r['kl']:.2f}", "KL(q(z|x) || p(z))")
+    t.add_row("  kl", f"{r['kl']:.2f}", f"KL(q(z|x) || p(z)), p(z) {r.get('prior', 'N(0, I)')}")
     if r["iw_nll"] is not None:
         how = " (hidden layers in bf16)" if iw_bf16 else ""
         t.add_row("iw_nll", f"{r['iw_nll']:.2f}", f"importance-weighted bound on -log p(x){how}")

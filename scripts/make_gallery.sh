@@ -37,9 +37,11 @@ PV=runs/literature/pixelvae-123
     --data "$DATA" --out "$PV" --quiet
 pv=(-c "$PV/vae_best_model.pth" --data "$DATA" --quiet)
 freyvae reconstruct "${pv[@]}" -n 20 -o docs/pixelvae_reconstructions.png
-# The samples (each face its own pixel noise) from split seed 321's model where ../shared/models has it, as committed.
-SAMPLER=../shared/models/pixelvae-321.pth; [ -f "$SAMPLER" ] || SAMPLER=$PV/vae_best_model.pth
-freyvae sample -c "$SAMPLER" --quiet -n 20 -o docs/pixelvae_samples.png
+# The samples (each face its own pixel noise): the shipped PixelVAE, z from its fitted prior; and, where
+# ../shared/models has it, split seed 321's model from before priors were fitted, z ~ N(0, I).
+freyvae sample --pretrained pixelvae --quiet -n 20 -o docs/pixelvae_samples.png
+OLD=../shared/models/pixelvae-321.pth
+[ ! -f "$OLD" ] || freyvae sample -c "$OLD" --quiet -n 20 -o docs/pixelvae_samples_standard_prior.png
 freyvae traverse "${pv[@]}" -o docs/pixelvae_traversal.png --scale 3
 freyvae traverse "${pv[@]}" --pca -o docs/pixelvae_traversal_pca.png --scale 3
 freyvae manifold "${pv[@]}" --pca --grid 10 --scale 3 -o docs/pixelvae_manifold_pca.png

@@ -6,7 +6,8 @@
 
 Keeps the run's weights, config, split and history; leaves out the optimizer's and generators'
 state (and there are never faces in a checkpoint). Adds the test faces' latent means and
-log-variances (`summary`, for the commands that work without the data file) and a model card:
+log-variances (`summary`, for the commands that work without the data file), PixelVAE's fitted
+prior (as `train` stores it; fitted here for a run made before it did), and a model card:
 the command, the figures `freyvae evaluate --iw-samples 0 --realism` measures on the packaged
 file, the data's pixel hash and source, the date, and whether a second run of the same command
 (--same-as) gave the same weights. Then writes the file's SHA-256 into
@@ -28,7 +29,7 @@ from pathlib import Path
 import torch
 
 from freyvae_cli import checkpoint as ck
-from freyvae_cli import latent
+from freyvae_cli import latent, prior
 from freyvae_cli.data.frey import pixel_hash
 from freyvae_cli.data.sources import load_data
 
@@ -97,6 +98,10 @@ def main() -> None:
         "data_source": {"kind": "mat", "path": "data/frey_rawface.mat", "images": len(faces)},
         "summary": {"mu": mu.float().contiguous(), "logvar": logvar.float().contiguous()},
     }
+    if run["config"]["model"] in prior.FITTED_FOR and "prior" not in run:  # a run made before train stored it
+        shipped["prior"] = prior.as_state(prior.fit(*latent.encode(model, latent.split_images(run, faces, "train")[0])))
+    elif "prior" in run:
+        shipped["prior"] = run["prior"]
     out = SHIPPED / f"{args.name}.pth"
     ck.save(out, shipped)
     threads = torch.get_num_threads()

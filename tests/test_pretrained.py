@@ -90,7 +90,8 @@ def test_without_the_data_file_what_can_work_does_and_the_rest_says_download(nam
 def test_the_stored_summary_is_what_the_test_faces_encode_to(name, tmp_path):
     model, c = ck.load_model(shipped.path(name))
     mu, logvar = latent.test_codes(model, c, load_faces(REAL_DATA))
-    assert torch.allclose(mu, c["summary"]["mu"], atol=1e-5) and torch.allclose(logvar, c["summary"]["logvar"], atol=1e-5)
+    assert torch.allclose(mu, c["summary"]["mu"], atol=1e-5)
+    assert torch.allclose(logvar, c["summary"]["logvar"], atol=1e-5)
     args = ["traverse", "--pretrained", name, "--pca", "--steps", "3", "-o", "t.png", "--json"]
     with_data = last_json(run_freyvae(*args, "--data", str(REAL_DATA), cwd=tmp_path).stdout)
     without = last_json(run_freyvae(*args, cwd=tmp_path, env=NO_DATA).stdout)
@@ -212,4 +213,5 @@ def test_the_wheel_installed_in_a_fresh_venv_works_without_data_and_refuses_dama
     for name, says in (("seed", "is damaged"), ("pixelvae", "is missing")):
         r = subprocess.run([str(freyvae), "sample", "--pretrained", name], cwd=empty, env=env, capture_output=True,
                            text=True, timeout=120)
-        assert r.returncode == 1 and r.stderr.count("\n") == 1 and says in r.stderr and "reinstall" in r.stderr, r.stderr
+        assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
+        assert says in r.stderr and "reinstall" in r.stderr, r.stderr

@@ -48,6 +48,7 @@ def evaluate(
     """Negative ELBO, importance-weighted NLL, KL per dimension, active units (nats per image); --realism."""
     from freyvae_cli import evaluate as ev
     from freyvae_cli import latent
+    from freyvae_cli.prior import of_checkpoint
 
     model, ckpt, faces = load(model_file(checkpoint, pretrained), device, data)
     x, _ = latent.split_images(ckpt, faces, split.value)
@@ -58,7 +59,7 @@ def evaluate(
     iw_bf16 = ev.iw_precision(precision.value, model.likelihood, next(model.parameters()).device,
                               model.autoregressive)
     with ui.task_progress(f"importance sampling (K={iw_samples})", total=iw_samples * len(x)) as advance:
-        result = ev.evaluate(model, x, iw_samples, elbo_samples, seed, advance, iw_bf16)
+        result = ev.evaluate(model, x, iw_samples, elbo_samples, seed, advance, iw_bf16, of_checkpoint(ckpt))
     result["split"] = split.value
     if realism:
         with ui.task_progress("realism: classifier folds", total=2 * rl.FOLDS) as advance:

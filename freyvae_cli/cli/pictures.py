@@ -77,15 +77,19 @@ def sample(
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """New faces: decode z drawn from the prior N(0, I) (PixelVAE: each with its own pixel noise)."""
+    """New faces: decode z drawn from the prior (PixelVAE: fitted to its training faces; each face its own noise)."""
     from freyvae_cli import figures, latent
 
     figures.check_out(out)
     if npy is not None:
         figures.check_out(npy, "npy")
-    model, _, _ = load(model_file(checkpoint, pretrained), device, need_data=False)
-    faces = latent.sample(model, n, seed)
-    title = f"z ~ N(0, I); {latent.what_is_drawn(model, shared_noise=False)}" if model.autoregressive else None
+    from freyvae_cli.prior import of_checkpoint
+
+    model, ckpt, _ = load(model_file(checkpoint, pretrained), device, need_data=False)
+    prior = of_checkpoint(ckpt)
+    faces = latent.sample(model, n, seed, prior)
+    title = f"z ~ {'the fitted prior' if prior.fitted else 'N(0, I)'}; " \
+        f"{latent.what_is_drawn(model, shared_noise=False)}" if model.autoregressive else None
     figures.save_image(figures.face_grid(figures.chunk(faces, cols), scale=scale, title=title), out)
     if npy is not None:
         figures.save_faces_npy(faces, npy)

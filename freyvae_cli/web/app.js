@@ -113,6 +113,12 @@ function setZ(z) {
   requestFace();
 }
 
+function fromPrior(eps) { // N(0, I) draws made draws from the model's prior: mean + L eps (prior.py)
+  const p = state.info.prior;
+  if (!p) return eps;
+  return p.mean.map((m, r) => m + p.chol[r].reduce((s, l, c) => s + l * eps[c], 0));
+}
+
 function gaussian() { // Box-Muller
   const u = 1 - Math.random(), v = Math.random();
   return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * v);
@@ -326,7 +332,7 @@ async function main() {
   buildSliders();
   $("reset").addEventListener("click", () => setZ(state.mu));
   $("zero").addEventListener("click", () => setZ(new Array(i.latent_dim).fill(0)));
-  $("random").addEventListener("click", () => setZ(state.z.map(gaussian)));
+  $("random").addEventListener("click", () => setZ(fromPrior(state.z.map(gaussian))));
   $("walk").addEventListener("input", walk);
   $("map").addEventListener("click", (e) => {
     const j = nearestPoint(e);
