@@ -281,6 +281,7 @@ def describe(ckpt: dict, path: Path) -> tuple[dict, list[str]]:
         "versions": ckpt.get("versions", {}), "data_hash": ckpt.get("data_hash"),
         "interrupted_mid_epoch": bool(ckpt.get("progress")),
         "data": data_source(ckpt),
+        "prior": "fitted to the training faces" if "prior" in ckpt else "N(0, I)",
     }
     split = "/".join(str(n) for n in payload["split"].values())
     lines = [f"{path}: {ckpt['epoch']} epochs, split {split} ({'/'.join(payload['split'])})"]
@@ -290,6 +291,7 @@ def describe(ckpt: dict, path: Path) -> tuple[dict, list[str]]:
     if best:
         lines.append(f"  best validation loss {best['val_loss']:.2f} at epoch {best['epoch']} "
                      f"(test there {best['test_loss']:.2f} nats per image)")
+    lines.append(f"  prior p(z): {payload['prior']}")
     lines.append(f"  data: {describe_data(payload['data'])}, sha256 {payload['data_hash']}")
     lines.append("  " + ", ".join(f"{k} {v}" for k, v in payload["versions"].items()))
     if "card" in ckpt:

@@ -36,6 +36,8 @@ from freyvae_cli.data.sources import load_data
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "freyvae_cli" / "pretrained"
 KEEP = ("epoch", "split", "history", "data_hash", "versions")
+OTHER_THREADS = ("; this holds for the same number of torch threads: with another, torch may add its sums in "
+                 "another order, and the weights may differ")
 WHAT = {
     "seed": "the seed's VAE (conv 32-64-128, 20-d latent, BCE + KL), default settings, 30 epochs",
     "pixelvae": "PixelVAE with its default settings under the literature protocol (split seed 123), "
@@ -43,12 +45,26 @@ WHAT = {
 }
 
 
-def same_weights(a: dict, b: dict) -> str:
-    """Whether two runs' weights agree, in words: bit for bit, or their largest difference."""
-    worst = max(float((a[k].double() - b[k].double()).abs().max()) for k in a)
+def largest_difference(a: dict, b: dict) -> float:
+    return max(float((a[k].double() - b[k].double()).abs().max()) for k in a)
+
+
+def reproduced(run: Path, again: Path) -> str:
+    """Whether a second run of the command gave the same weights, in words. `again` is the second
+    run's checkpoint of the same epoch, or its folder where it was stopped early: then its periodic
+    checkpoints are compared with the first run's of the same epochs."""
+    if again.is_file():
+        worst = largest_difference(ck.load(run)["model"], ck.load(again)["model"])
+        if worst == 0.0:
+            return "a second run of the command on the same machine gave the same weights, bit for bit"
+        return f"a second run of the command on the same machine gave weights within {worst:.3g} of these"
+    epochs = sorted(p.name for p in again.glob("checkpoint_epoch*.pth") if (run.parent / p.name).exists())
+    worst = max(largest_difference(ck.load(run.parent / e)["model"], ck.load(again / e)["model"]) for e in epochs)
+    at = ", ".join(str(int(e[16:19])) for e in epochs)
     if worst == 0.0:
-        return "a second run of the command on the same machine gave the same weights, bit for bit"
-    return f"a second run of the command on the same machine gave weights within {worst:.3g} of these"
+        return (f"a second run of the command on the same machine gave the same weights, bit for bit, at epochs {at} "
+                "(it was stopped there)")
+    return f"a second run of the command on the same machine gave weights within {worst:.3g} at epochs {at}"
 
 
 def cpu() -> str:
@@ -81,7 +97,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("name", choices=sorted(WHAT))
     parser.add_argument("run", type=Path, help="the run's checkpoint")
-    parser.add_argument("--same-as", type=Path, required=True, help="the checkpoint of a second run of the command")
+    parser.add_argument("--same-as", type=Path, required=True,
+                        help="a second run of the command: its checkpoint of the same epoch, or its folder")
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--command", required=True, help="the command that trained it, as a user types it")
     args = parser.parse_args()
@@ -110,7 +127,9 @@ def main() -> None:
         "command": args.command,
         "made": f"{datetime.date.today()} on {cpu()}, CPU, {threads} torch threads, "
                 + ", ".join(f"{k} {v}" for k, v in run["versions"].items()),
-        "reproduced": same_weights(run["model"], ck.load(args.same_as)["model"]),
+        "reproduced": reproduced(args.run, args.same_as) + OTHER_THREADS,
+        "prior": "the Gaussian fitted to its training faces' posteriors once trained (freyvae_cli/prior.py)"
+                 if "prior" in shipped else "N(0, I)",
         "figures": evaluate(args.name, out, args.data),
         "data": {"pixel_sha256": run["data_hash"], "faces": len(faces),
                  "source": "Brendan Frey's frey_rawface.mat (1965 frames of one face, 28x20, 8-bit grey), "

@@ -16,7 +16,7 @@ from freyvae_cli.vae import VAE
 from tests.conftest import last_json, make_faces
 
 KEYS = {"neg_elbo", "reconstruction", "kl", "iw_nll", "bits_per_dim", "bce_floor", "excess", "kl_per_dim",
-        "active_units", "split", "n_images", "likelihood"}
+        "active_units", "split", "n_images", "likelihood", "prior"}
 
 
 def test_evaluate_json_has_exactly_the_documented_keys(runner, trained, small_mat):
@@ -29,7 +29,7 @@ def test_evaluate_json_has_exactly_the_documented_keys(runner, trained, small_ma
     assert out["neg_elbo"] == pytest.approx(out["reconstruction"] + out["kl"])
     assert out["excess"] == pytest.approx(out["neg_elbo"] - out["bce_floor"])
     assert out["kl"] == pytest.approx(sum(out["kl_per_dim"]), rel=1e-4, abs=1e-4)
-    assert out["bits_per_dim"] is None and out["excess"] > 0
+    assert out["bits_per_dim"] is None and out["excess"] > 0 and out["prior"] == "N(0, I)"
     assert "nats per image" in r.stderr
 
 

@@ -47,6 +47,7 @@ def test_info_says_what_it_said(runner, old):
     assert payload.pop("checkpoint") == str(pth)
     # what the data was: added since (issue 20); a checkpoint of then names its .mat file in its config
     assert payload.pop("data") == {"kind": "mat", "path": EXPECTED["info"]["config"]["data"]}
+    assert payload.pop("prior") == "N(0, I)"  # added since 0.1.0: checkpoints of then have no fitted prior
     assert payload == EXPECTED["info"]
 
 
@@ -56,6 +57,7 @@ def test_evaluate_gives_the_same_numbers(runner, old):
                             "--iw-samples", "20", "--precision", "fp32", "--json"])  # fp32: as made, anywhere
     assert r.exit_code == 0, r.output
     got, want = last_json(r.stdout), EXPECTED["evaluate --iw-samples 20"]
+    assert got.pop("prior") == "N(0, I)"  # added since 0.1.0, where every prior was N(0, I)
     assert set(got) == set(want)
     for key in ("neg_elbo", "reconstruction", "kl", "iw_nll", "bce_floor", "excess"):
         assert got[key] == pytest.approx(want[key], rel=1e-5, abs=1e-4), key

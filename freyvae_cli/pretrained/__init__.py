@@ -18,8 +18,8 @@ from freyvae_cli.inputs import MAX_BYTES, read_bytes
 NAMES = ("seed", "pixelvae")
 # Written by scripts/make_pretrained.py together with the files.
 SHA256 = {
-    "seed": "",
-    "pixelvae": "",
+    "seed": "98b04ac88982a423a406e17585e48669ac714aa7fa394c9b00935d7f29800037",
+    "pixelvae": "35d2256437d87c1c5b881ed7e6664b3835355aad6fa8525313f9cc35918dbb02",
 }
 
 
