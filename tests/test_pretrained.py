@@ -23,7 +23,7 @@ from freyvae_cli import checkpoint as ck
 from freyvae_cli import latent
 from freyvae_cli import pretrained as shipped
 from freyvae_cli.data.frey import load_faces
-from tests.conftest import REAL_DATA, last_json, run_freyvae
+from tests.conftest import REAL_DATA, last_json, main_in_process, run_freyvae
 
 NAMES = ("seed", "pixelvae")
 NO_DATA = {"FREYVAE_DATA": ""}  # and the working folder has no data/ folder: no data file anywhere
@@ -70,17 +70,20 @@ def test_checkpoint_and_pretrained_together_is_one_line_and_exit_2(runner, comma
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_without_the_data_file_what_can_work_does_and_the_rest_says_download(name, tmp_path):
+def test_without_the_data_file_what_can_work_does_and_the_rest_says_download(name, tmp_path, monkeypatch, capsys):
+    """The console entry point in this process (the wheel test below runs the installed program)."""
     photo = a_photo(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FREYVAE_DATA", "")
     for args, out in [(["sample", "-n", "4"], "s.png"), (["traverse", "--pca", "--k", "2", "--steps", "3"], "t.png"),
                       (["traverse", "--steps", "3"], "d.png"), (["manifold", "--pca", "--grid", "3"], "m.png"),
                       (["project"], "p.png"), (["encode", str(photo)], "e.png")]:
-        r = run_freyvae(*args, "--pretrained", name, "-o", out, "--json", cwd=tmp_path, env=NO_DATA)
+        r = main_in_process([*args, "--pretrained", name, "-o", out, "--json"], capsys)
         assert r.returncode == 0, (args, r.stderr)
         assert Image.open(tmp_path / out).size[0] > 50 and last_json(r.stdout)["out"] == out
     for args in (["reconstruct"], ["interpolate"], ["evaluate", "--iw-samples", "0"], ["project", "--thumbnails"],
                  ["project", "--split", "train"]):
-        r = run_freyvae(*args, "--pretrained", name, cwd=tmp_path, env=NO_DATA)
+        r = main_in_process([*args, "--pretrained", name], capsys)
         assert r.returncode == 1 and "Traceback" not in r.stderr, (args, r.stderr)
         assert r.stderr.count("\n") == 1 and "freyvae download" in r.stderr, (args, r.stderr)
 
@@ -167,6 +170,16 @@ def test_explore_serves_a_pretrained_model_without_the_data_file(name, tmp_path)
     check_explorer(explore_without_data(None, name, tmp_path), name)
 
 
+def setuptools_major() -> int:
+    """The major version of this environment's setuptools (0 where there is none)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return int(version("setuptools").split(".")[0])
+    except (PackageNotFoundError, ValueError):
+        return 0
+
+
 def test_the_wheel_installed_in_a_fresh_venv_works_without_data_and_refuses_damage(tmp_path):
     """pip builds the wheel from this tree; a fresh venv holds it alone (its dependencies come from this
     environment's site-packages, added by a .pth file: that adds the folder, not its .pth files, so not
@@ -175,9 +188,13 @@ def test_the_wheel_installed_in_a_fresh_venv_works_without_data_and_refuses_dama
     wheels, venv, empty = tmp_path / "wheels", tmp_path / "venv", tmp_path / "empty"
     empty.mkdir()
     tree = tmp_path / "tree"  # a copy of the tracked tree: the build writes nothing into the checkout
-    shutil.copytree(root, tree, ignore=shutil.ignore_patterns(".venv*", "runs", "data", ".git", "*.egg-info",
-                                                               "build", "__pycache__", ".pytest_cache"))
-    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+    def outputs(folder: str, names: list[str]) -> set[str]:  # what the build must not see: outputs, not sources
+        top = {".venv", ".venv-ci", ".git", "runs", "data", "build", "dist"} if Path(folder) == root else set()
+        return {n for n in names if n in top or n in ("__pycache__", ".pytest_cache") or n.endswith(".egg-info")}
+
+    shutil.copytree(root, tree, ignore=outputs)
+    isolation = ["--no-build-isolation"] if setuptools_major() >= 77 else []  # else pip fetches setuptools
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", *isolation, "-q",
                             "-w", str(wheels), str(tree)], capture_output=True, text=True, timeout=300)
     assert build.returncode == 0, build.stderr
     (wheel,) = wheels.glob("freyvae-*.whl")
