@@ -9,7 +9,6 @@ Each file is checked against its SHA-256 before it is opened.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from freyvae_cli.errors import FreyError
@@ -29,6 +28,8 @@ class PretrainedError(FreyError):
 
 def path(name: str) -> Path:
     """The packaged file of a pretrained model, after checking its SHA-256."""
+    import hashlib  # here, not at import: every command's --help imports this module for NAMES
+
     where = Path(__file__).with_name(f"{name}.pth")
     fix = "reinstall freyvae (pip install --force-reinstall freyvae)"
     if not where.is_file():
