@@ -23,6 +23,7 @@ from freyvae_cli.atomic_files import atomic_write
 from freyvae_cli.config import PIXELVAE_LIKELIHOODS, TrainConfig, config_problem
 from freyvae_cli.errors import FreyError
 from freyvae_cli.inputs import MAX_CHECKPOINT_BYTES, MAX_FACES, check
+from freyvae_cli.prior import of_checkpoint
 from freyvae_cli.prior import problem as prior_problem
 from freyvae_cli.vae import VAE
 
@@ -281,7 +282,7 @@ def describe(ckpt: dict, path: Path) -> tuple[dict, list[str]]:
         "versions": ckpt.get("versions", {}), "data_hash": ckpt.get("data_hash"),
         "interrupted_mid_epoch": bool(ckpt.get("progress")),
         "data": data_source(ckpt),
-        "prior": "fitted to the training faces" if "prior" in ckpt else "N(0, I)",
+        "prior": of_checkpoint(ckpt).name,
     }
     split = "/".join(str(n) for n in payload["split"].values())
     lines = [f"{path}: {ckpt['epoch']} epochs, split {split} ({'/'.join(payload['split'])})"]

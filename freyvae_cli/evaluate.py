@@ -141,7 +141,7 @@ def evaluate(model: VAE, x: torch.Tensor, iw_samples: int = 1000, elbo_samples: 
         "split": None,
         "n_images": len(x),
         "likelihood": model.likelihood,
-        "prior": "fitted to the training faces" if prior.fitted else "N(0, I)",
+        "prior": prior.name,
     }
     if model.likelihood == "bernoulli":
         result["bce_floor"] = bce_floor(x)

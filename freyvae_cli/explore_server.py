@@ -121,8 +121,7 @@ def _prior_info(prior) -> dict | None:
     """The fitted prior the page draws its random faces from (mean and Cholesky factor), or None: N(0, I)."""
     if not prior.fitted:
         return None
-    chol = torch.linalg.cholesky(prior.cov.double())
-    return {"mean": [round(float(v), 6) for v in prior.mean], "chol": chol.float().numpy().round(6).tolist()}
+    return {"mean": [round(float(v), 6) for v in prior.mean], "chol": prior.chol.float().numpy().round(6).tolist()}
 
 
 @dataclass

@@ -18,7 +18,7 @@ import torch
 from freyvae_cli.errors import UsageError
 from freyvae_cli.evaluate import INACTIVE_KL, mean_kl_order, reconstruction_term
 from freyvae_cli.likelihood import kl_divergence, mean_image
-from freyvae_cli.prior import Prior
+from freyvae_cli.prior import Prior, fit
 from freyvae_cli.vae import VAE
 
 
@@ -121,6 +121,11 @@ def sample(model: VAE, n: int, seed: int = 0, prior: Prior | None = None) -> np.
     z = prior.draw(n, torch.Generator().manual_seed(seed))
     return decode(model, z, noise_seed=seed, shared_noise=False)
 
+
+
+def fitted_prior(model: VAE, x: torch.Tensor) -> Prior:
+    """The prior fitted to the posteriors of uint8 images x, a model's training faces (prior.py)."""
+    return fit(*encode(model, x))
 
 
 def kl_per_dim(model: VAE, x: torch.Tensor) -> np.ndarray:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 
@@ -39,18 +40,28 @@ class Prior:
     def fitted(self) -> bool:
         return self.mean is not None
 
+    @property
+    def name(self) -> str:
+        """What `evaluate` and `info` call it."""
+        return "fitted to the training faces" if self.fitted else "N(0, I)"
+
+    @cached_property
+    def chol(self) -> torch.Tensor:
+        """The Cholesky factor L of the covariance, S = L L^T, in float64 (computed once)."""
+        return torch.linalg.cholesky(self.cov.double())
+
     def draw(self, n: int, generator: torch.Generator) -> torch.Tensor:
         """n draws (n, D): the standard normal's eps itself, else mean + L eps with S = L L^T."""
         eps = torch.randn(n, self.dim, generator=generator)
         if not self.fitted:
             return eps
-        return self.mean + eps @ torch.linalg.cholesky(self.cov.double()).float().T
+        return self.mean + eps @ self.chol.float().T
 
     def log_density(self, z: torch.Tensor) -> torch.Tensor:
         """log p(z) over the last dimension of z."""
         if not self.fitted:
             return -0.5 * (math.log(2 * math.pi) + z.pow(2)).sum(-1)
-        chol = torch.linalg.cholesky(self.cov.double()).to(z)
+        chol = self.chol.to(z)
         white = torch.linalg.solve_triangular(chol, (z - self.mean.to(z)).unsqueeze(-1), upper=False).squeeze(-1)
         return -0.5 * (self.dim * math.log(2 * math.pi) + white.pow(2).sum(-1)) - chol.diagonal().log().sum()
 
@@ -58,12 +69,11 @@ class Prior:
         """KL(N(mu, diag exp(logvar)) || p) of each row, in nats, in closed form."""
         if not self.fitted:
             return kl_divergence(mu, logvar).sum(-1)
-        cov = self.cov.double()
-        precision = torch.linalg.inv(cov)
-        d = (mu.double() - self.mean.double())
+        precision = torch.cholesky_inverse(self.chol)
+        d = mu.double() - self.mean.double()
         trace = (logvar.double().exp() * precision.diagonal()).sum(-1)
-        return (0.5 * (trace + (d @ precision * d).sum(-1) - self.dim + torch.logdet(cov)
-                       - logvar.double().sum(-1))).to(mu.dtype)
+        logdet = 2 * self.chol.diagonal().log().sum()
+        return (0.5 * (trace + (d @ precision * d).sum(-1) - self.dim + logdet - logvar.double().sum(-1))).to(mu.dtype)
 
 
 def fit(mu: torch.Tensor, logvar: torch.Tensor) -> Prior:

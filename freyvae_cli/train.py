@@ -208,7 +208,7 @@ class Run:
         """For PixelVAE, {"prior": the Gaussian fitted to the saved model's training faces} (prior.py)."""
         if self.cfg.model not in prior.FITTED_FOR:
             return {}
-        return {"prior": prior.as_state(prior.fit(*latent.encode(self.scored, self.x_train)))}
+        return {"prior": prior.as_state(latent.fitted_prior(self.scored, self.x_train))}
 
     def update_average(self, epoch: int, step: int) -> None:
         """average <- d * average + (1 - d) * weights, d = min(ema, (1 + t) / (10 + t)) at step t, so that

@@ -24,7 +24,7 @@ def main() -> None:
     model, c = ck.load_model(args.checkpoint)
     faces, _ = load_data(args.data)
     x, _ = latent.split_images(c, faces, "train")
-    c["prior"] = prior.as_state(prior.fit(*latent.encode(model, x)))
+    c["prior"] = prior.as_state(latent.fitted_prior(model, x))
     ck.save(args.out, c)
     print(f"wrote {args.out}: {args.checkpoint} with its prior fitted to {len(x)} training faces")
 

@@ -116,7 +116,7 @@ def main() -> None:
         "summary": {"mu": mu.float().contiguous(), "logvar": logvar.float().contiguous()},
     }
     if run["config"]["model"] in prior.FITTED_FOR and "prior" not in run:  # a run made before train stored it
-        shipped["prior"] = prior.as_state(prior.fit(*latent.encode(model, latent.split_images(run, faces, "train")[0])))
+        shipped["prior"] = prior.as_state(latent.fitted_prior(model, latent.split_images(run, faces, "train")[0]))
     elif "prior" in run:
         shipped["prior"] = run["prior"]
     out = SHIPPED / f"{args.name}.pth"
