@@ -233,3 +233,16 @@ def test_the_wheel_installed_in_a_fresh_venv_works_without_data_and_refuses_dama
                            text=True, timeout=120)
         assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
         assert says in r.stderr and "reinstall" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("damage, says", [
+    (lambda c: c["summary"].update(mu=c["summary"]["mu"][:3]), "invalid summary of its test faces"),
+    (lambda c: c["summary"]["logvar"].fill_(float("nan")), "invalid summary of its test faces"),
+    (lambda c: c.update(card={"command": print.__name__, "figures": {1: 2}}), "invalid model card"),
+])
+def test_a_checkpoint_with_a_broken_card_or_summary_is_one_line(damage, says, tmp_path):
+    c = ck.load(shipped.path("seed"))
+    damage(c)
+    ck.save(tmp_path / "bad.pth", c)
+    r = run_freyvae("info", "-c", str(tmp_path / "bad.pth"), cwd=tmp_path)
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and says in r.stderr, r.stderr
